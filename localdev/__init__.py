@@ -1,0 +1,1 @@
+"""Local development infrastructure (the Azure twin and the local Durable host). Never deployed."""

@@ -1,0 +1,73 @@
+"""Shared records of the twin's world: principals and simulated VMs.
+
+Every twin module reads and writes these; extend by adding fields with defaults, never by renaming.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+
+class TeeProfile(StrEnum):
+    """What a simulated VM proves when it attests."""
+
+    COMPLIANT_CVM = "compliant_cvm"  # SEV-SNP CVM, x-ms-compliance-status = azure-compliant-cvm
+    NONCOMPLIANT_CVM = "noncompliant_cvm"  # SEV-SNP CVM whose compliance status is not compliant
+    TRUSTED_LAUNCH = "trusted_launch"  # securityType TrustedLaunch, no SEV-SNP isolation claims
+    PLAIN = "plain"  # no securityProfile at all
+
+    @property
+    def security_type(self) -> str | None:
+        return {
+            TeeProfile.COMPLIANT_CVM: "ConfidentialVM",
+            TeeProfile.NONCOMPLIANT_CVM: "ConfidentialVM",
+            TeeProfile.TRUSTED_LAUNCH: "TrustedLaunch",
+            TeeProfile.PLAIN: None,
+        }[self]
+
+
+@dataclass
+class Principal:
+    """An Entra object (the app's identity, a VM's system-assigned identity, a test user)."""
+
+    object_id: str
+    display_name: str
+    principal_type: str = "ServicePrincipal"
+    # Virtual epoch seconds when it was created: ARM reports PrincipalNotFound until Entra has
+    # replicated it (created_at + replication window), unless principalType is given.
+    created_at: float = 0.0
+    vm_resource_id: str | None = None
+
+
+@dataclass
+class SimVm:
+    """A simulated Azure VM with its TEE, identity and virtual vTPM."""
+
+    resource_id: str  # as created, e.g. /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/n
+    name: str
+    resource_group: str
+    subscription_id: str
+    location: str = "westeurope"
+    tee: TeeProfile = TeeProfile.COMPLIANT_CVM
+    os_type: str = "Linux"  # or "Windows"
+    principal_id: str | None = None  # system-assigned identity object id; None = no identity
+    tags: dict[str, str] = field(default_factory=dict)
+    vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # properties.vmId
+    provisioning_state: str = "Succeeded"
+    power_state: str = "running"
+    created_at: float = 0.0
+    deleted: bool = False
+    # The vTPM-resident TpmEphemeralEncryptionKey: MAA puts its public part in x-ms-runtime.keys,
+    # Key Vault wraps released keys to it, only the VM's own tools hold the private part.
+    vtpm_key: rsa.RSAPrivateKey = field(
+        default_factory=lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048), repr=False
+    )
+
+    @property
+    def key(self) -> str:
+        """Case-insensitive lookup key (ARM resource ids compare case-insensitively)."""
+        return self.resource_id.lower()
