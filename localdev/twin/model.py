@@ -71,3 +71,50 @@ class SimVm:
     def key(self) -> str:
         """Case-insensitive lookup key (ARM resource ids compare case-insensitively)."""
         return self.resource_id.lower()
+
+
+@dataclass
+class KeyVersion:
+    """One version of a Key Vault key, with its private material (the twin is the HSM)."""
+
+    vault_name: str
+    name: str
+    version: str  # 32 hex chars
+    kty: str  # "RSA-HSM" or "EC-HSM" (or their software forms when a test asks)
+    private_key: object = field(repr=False)  # rsa.RSAPrivateKey or ec.EllipticCurvePrivateKey
+    key_ops: list[str] = field(default_factory=list)
+    exportable: bool = False
+    release_policy: bytes | None = None  # raw policy JSON as stored (decoded from base64url)
+    release_policy_content_type: str = "application/json; charset=utf-8"
+    immutable_policy: bool = False
+    enabled: bool = True
+    created: float = 0.0
+    updated: float = 0.0
+    tags: dict[str, str] = field(default_factory=dict)
+    curve: str | None = None
+
+
+@dataclass
+class StoredKey:
+    """A key name in a vault: its versions in creation order and its soft-delete state."""
+
+    name: str
+    versions: list[KeyVersion] = field(default_factory=list)
+    deleted: bool = False
+    deleted_at: float | None = None
+
+    @property
+    def latest(self) -> KeyVersion:
+        return self.versions[-1]
+
+
+@dataclass
+class Vault:
+    """A Key Vault (RBAC permission model); ``url`` is set when its listener starts."""
+
+    name: str
+    resource_id: str
+    sku: str = "premium"
+    url: str = ""
+    location: str = "westeurope"
+    keys: dict[str, StoredKey] = field(default_factory=dict)  # lower-case name -> key
