@@ -41,6 +41,8 @@ class Principal:
     # replicated it (created_at + replication window), unless principalType is given.
     created_at: float = 0.0
     vm_resource_id: str | None = None
+    app_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # client id (appid claim)
+    deleted: bool = False  # left the directory (e.g. its VM was deleted)
 
 
 @dataclass
