@@ -333,6 +333,9 @@ class FailureCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     HTTP_ERROR = "http_error"
     INTERNAL_ERROR = "internal_error"
+    ROLE_NOT_FOUND = "role_not_found"
+    ASSIGNMENT_NOT_FOUND = "assignment_not_found"
+    QUOTA_EXCEEDED = "quota_exceeded"
 
 
 class SkipReason(StrEnum):
