@@ -355,6 +355,9 @@ class ReleaseOutcome(StrEnum):
     NOT_EXPORTABLE = "not_exportable"
     IMDS_FAILED = "imds_failed"
     HTTP_ERROR = "http_error"
+    JWS_INVALID = "jws_invalid"  # the release response failed verification inside the VM
+    INVALID_PARAMETERS = "invalid_parameters"  # the run command passed a bad parameter
+    INTERNAL_ERROR = "internal_error"  # the script failed unexpectedly
 
 
 class TriggerSource(StrEnum):
