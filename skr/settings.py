@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from skr.models import ResourceIdError, ScopeId, VmResourceId
+from skr.models import ResourceIdError, ScopeId, VaultResourceId, VmResourceId
 from skr.naming import NamingError, render_key_name, validate_key_name, validate_key_name_template
 from skr.policy import (
     PolicyError,
@@ -114,6 +114,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     vault_url: str
+    vault_resource_id: VaultResourceId | None = None  # the ARM id of vault_url: key-scope role assignments
     key_name_template: str = "cvm-{vm_name}"
     key_tag: str = "skr-key"
     key_type: KeyType = KeyType.RSA_HSM
@@ -184,6 +185,7 @@ class Settings(BaseModel):
 
 KNOWN_VARIABLES = (
     "SKR_VAULT_URL",
+    "SKR_VAULT_RESOURCE_ID",
     "SKR_KEY_NAME_TEMPLATE",
     "SKR_KEY_TAG",
     "SKR_KEY_TYPE",
@@ -348,6 +350,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     return Settings(
         vault_url=vault_url,
+        vault_resource_id=_vault_resource_id(reader, vault_url),
         key_name_template=template,
         key_tag=reader.checked("SKR_KEY_TAG", "skr-key", _tag_name_problem),
         key_type=key_type,
@@ -467,6 +470,27 @@ def _scopes(reader: _Env) -> tuple[ScopeId, ...]:
     if not scopes:
         raise SettingsError("SKR_SCOPES", "lists no scope")
     return tuple(scopes)
+
+
+_VAULT_DNS_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net", ".vault.microsoftazure.de")
+
+
+def _vault_resource_id(reader: _Env, vault_url: str) -> VaultResourceId | None:
+    """The vault's ARM id; on a public-cloud vault host its name must be the host's first label."""
+    raw = reader.get("SKR_VAULT_RESOURCE_ID")
+    if raw is None:
+        return None
+    try:
+        vault_id = VaultResourceId.parse(raw)
+    except ResourceIdError as exc:
+        raise SettingsError("SKR_VAULT_RESOURCE_ID", str(exc)) from exc
+    host = (urlsplit(vault_url).hostname or "").lower()
+    if host.endswith(_VAULT_DNS_SUFFIXES) and host.split(".", 1)[0] != vault_id.name.lower():
+        raise SettingsError(
+            "SKR_VAULT_RESOURCE_ID",
+            f"names vault {vault_id.name!r} but SKR_VAULT_URL is {vault_url} (vault {host.split('.', 1)[0]!r})",
+        )
+    return vault_id
 
 
 def _tag_filter(reader: _Env) -> TagFilter | None:
