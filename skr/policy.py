@@ -526,7 +526,7 @@ def encode_policy(policy: ReleasePolicy) -> str:
     return base64.urlsafe_b64encode(policy_json_bytes(policy)).rstrip(b"=").decode("ascii")
 
 
-def decode_policy(data: str | bytes | Mapping[str, Any]) -> ReleasePolicy:
+def decode_policy(data: str | bytes | Mapping[str, Any] | object) -> ReleasePolicy:
     """Raw JSON (bytes or text, as the SDK hands it back), base64url/base64 text, or a mapping.
 
     Raises PolicyError listing every grammar error with its path.
@@ -538,9 +538,12 @@ def decode_policy(data: str | bytes | Mapping[str, Any]) -> ReleasePolicy:
     return ReleasePolicy.model_validate(parsed)
 
 
-def load_policy_document(data: str | bytes | Mapping[str, Any]) -> Any:
-    """Untyped JSON document from any accepted encoding; PolicyError when it is not JSON at all."""
-    if isinstance(data, Mapping):
+def load_policy_document(data: object) -> Any:
+    """Untyped JSON document from text/bytes in any accepted encoding (parsed JSON passes through).
+
+    Raises PolicyError when text is not JSON at all.
+    """
+    if not isinstance(data, str | bytes | bytearray):
         return data
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     text = raw.strip()
@@ -618,7 +621,7 @@ class LintReport(BaseModel):
         return not self.errors
 
 
-def lint_policy(source: ReleasePolicy | str | bytes | Mapping[str, Any]) -> LintReport:
+def lint_policy(source: ReleasePolicy | str | bytes | Mapping[str, Any] | object) -> LintReport:
     """Errors (grammar) first; warnings only for a policy that parses."""
     if isinstance(source, ReleasePolicy):
         policy = source
