@@ -328,3 +328,10 @@ def test_settings_model_is_frozen() -> None:
     settings: Any = load()
     with pytest.raises(ValueError, match="frozen"):
         settings.vault_url = "https://other"
+
+
+def test_local_settings_example_is_valid() -> None:
+    values = json.loads((Path(__file__).resolve().parents[2] / "local.settings.example.json").read_text())["Values"]
+    settings = load_settings(values)
+    assert settings.warnings == ()
+    assert {name for name in values if name.startswith("SKR_")} <= set(KNOWN_VARIABLES)
