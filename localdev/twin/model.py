@@ -60,6 +60,7 @@ class SimVm:
     tags: dict[str, str] = field(default_factory=dict)
     vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # properties.vmId
     provisioning_state: str = "Succeeded"
+    vm_size: str = "Standard_DC2as_v5"
     power_state: str = "running"
     created_at: float = 0.0
     deleted: bool = False
@@ -94,6 +95,8 @@ class KeyVersion:
     updated: float = 0.0
     tags: dict[str, str] = field(default_factory=dict)
     curve: str | None = None
+    nbf: float | None = None  # attributes.nbf (Unix seconds)
+    exp: float | None = None  # attributes.exp (Unix seconds)
 
 
 @dataclass
