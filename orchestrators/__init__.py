@@ -1,5 +1,7 @@
-"""Orchestrators of the SKR Orchestrator; each module adds its blueprint to BLUEPRINTS."""
+"""Orchestrators of the SKR Orchestrator: generator functions, deterministic, no I/O."""
 
 import azure.durable_functions as df
 
-BLUEPRINTS: list[df.Blueprint] = []
+from orchestrators import offboard_cvm, onboard_cvm
+
+BLUEPRINTS: list[df.Blueprint] = [onboard_cvm.bp, offboard_cvm.bp]
