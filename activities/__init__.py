@@ -2,4 +2,6 @@
 
 import azure.durable_functions as df
 
-BLUEPRINTS: list[df.Blueprint] = []
+from activities import events, keys, rbac, run_command, vms
+
+BLUEPRINTS: list[df.Blueprint] = [vms.bp, keys.bp, rbac.bp, run_command.bp, events.bp]
