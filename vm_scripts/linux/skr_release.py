@@ -212,7 +212,7 @@ def load_params(env: Mapping[str, str]) -> Params:
     if ca_bundle and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
         raise ParamError("invalid_parameter", "SKR_CA_BUNDLE", "is not a readable file")
     api_version = get("SKR_KEYVAULT_API_VERSION", "7.4")
-    if not re.match(r"^(7\.[3-9]|[1-9][0-9]*\.[0-9]+|20[0-9]{2}-[0-9]{2}-[0-9]{2})(-preview)?$",
+    if not re.match(r"^(7\.([3-9]|[1-9][0-9])|([89]|[1-9][0-9]+)\.[0-9]+|20[0-9]{2}-[0-9]{2}-[0-9]{2})(-preview)?$",
                     api_version):
         raise ParamError("invalid_parameter", "SKR_KEYVAULT_API_VERSION", "must be 7.3 or later")
     resource = get("SKR_IMDS_RESOURCE")
@@ -952,6 +952,8 @@ def classify_release_error(status: int, body: str, retry_after: Optional[float] 
         return SkrError("key_not_found", error_code, text, http_status=status)
     if status in (400, 403, 409) and ("exportable" in lower or "not allowed to be exported" in lower):
         return SkrError("not_exportable", error_code, text, http_status=status)
+    if status in (400, 403) and "cannot be verified" in lower:  # token rejected, not claims
+        return SkrError("attestation_failed", error_code, text, http_status=status)
     if status == 403 and "policy" in lower:
         return SkrError("policy_denied", error_code, text, http_status=status)
     if status in (400, 403) and "attestation" in lower:

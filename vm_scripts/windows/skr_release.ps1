@@ -346,7 +346,7 @@ function Read-Params {
         throw (New-ParamError 'invalid_parameter' 'SKR_CA_BUNDLE' 'is not a readable file')
     }
     $p.ApiVersion = Get-Value $SKR_KEYVAULT_API_VERSION '7.4'
-    if ($p.ApiVersion -cnotmatch '^(7\.[3-9]|[1-9][0-9]*\.[0-9]+|20[0-9]{2}-[0-9]{2}-[0-9]{2})(-preview)?$') {
+    if ($p.ApiVersion -cnotmatch '^(7\.([3-9]|[1-9][0-9])|([89]|[1-9][0-9]+)\.[0-9]+|20[0-9]{2}-[0-9]{2}-[0-9]{2})(-preview)?$') {
         throw (New-ParamError 'invalid_parameter' 'SKR_KEYVAULT_API_VERSION' 'must be 7.3 or later')
     }
     $resource = Get-Value $SKR_IMDS_RESOURCE
@@ -751,6 +751,9 @@ function Get-ReleaseErrorClass([int]$Status, [string]$Body, $RetryAfter = $null)
     if ($Status -eq 404 -or $code -ceq 'KeyNotFound') { return New-SkrError 'key_not_found' $errorCode $text -HttpStatus $Status }
     if (@(400, 403, 409) -contains $Status -and ($lower.Contains('exportable') -or $lower.Contains('not allowed to be exported'))) {
         return New-SkrError 'not_exportable' $errorCode $text -HttpStatus $Status
+    }
+    if (@(400, 403) -contains $Status -and $lower.Contains('cannot be verified')) {   # token rejected, not claims
+        return New-SkrError 'attestation_failed' $errorCode $text -HttpStatus $Status
     }
     if ($Status -eq 403 -and $lower.Contains('policy')) { return New-SkrError 'policy_denied' $errorCode $text -HttpStatus $Status }
     if (@(400, 403) -contains $Status -and $lower.Contains('attestation')) {
