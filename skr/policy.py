@@ -375,11 +375,8 @@ def _parse_authority(raw: Any, path: str, issues: list[LintIssue]) -> dict[str, 
     return {"authority": authority, **group}
 
 
-def _parse_group(raw: Any, path: str, issues: list[LintIssue]) -> dict[str, Any] | None:
+def _parse_group(raw: Mapping[str, Any], path: str, issues: list[LintIssue]) -> dict[str, Any] | None:
     before = len(issues)
-    if not isinstance(raw, Mapping):
-        _issue(issues, "not_object", path, "a condition must be a JSON object")
-        return None
     for key in raw:
         if key not in ("allOf", "anyOf"):
             _unknown_key(issues, path, key, ("allOf", "anyOf"))
@@ -842,8 +839,7 @@ def _loose_bool(value: Any) -> bool | None:
 
 
 def _loose_number(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
+    """Numbers and numeric strings; ``str(True)``/``str(None)`` are not numeric, so those fall out too."""
     try:
         number = Decimal(str(value).strip())
     except InvalidOperation:

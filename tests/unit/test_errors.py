@@ -260,6 +260,8 @@ CASES = [
     Case("compute 500 without a JSON body", read_vm, Operation.VM_READ,
          (500, "<html>oops</html>", {"Content-Type": "text/html"}), FailureCode.TRANSIENT, True),
     Case("compute 502", read_vm, Operation.VM_READ, (502, "", {}), FailureCode.TRANSIENT, True),
+    Case("JSON body without an error code", read_vm, Operation.VM_READ,
+         (503, {"status": "Failed"}, {}), FailureCode.TRANSIENT, True),
     Case("run command already running", put_run_command, Operation.RUN_COMMAND,
          (409, _arm_error("Conflict", "Run command extension execution is in progress."), {}),
          FailureCode.RUN_COMMAND_CONFLICT, True, ResourceExistsError),
@@ -329,9 +331,11 @@ def test_sdk_failures_classify(case: Case) -> None:
     assert error.retry_after_seconds == case.retry_after
     assert error.operation is case.operation
     body = case.reply[1]
-    if isinstance(body, dict):
+    if isinstance(body, dict) and "error" in body:
         assert error.azure_code == body["error"]["code"]
         assert error.inner_code == body["error"].get("innererror", {}).get("code")
+    else:
+        assert error.azure_code is None and error.inner_code is None
     assert "\r" not in error.message and "\n" not in error.message
     assert FAKE_JWT not in error.message
     assert ClassifiedError.from_json(json.loads(json.dumps(error.to_json()))) == error

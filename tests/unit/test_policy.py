@@ -132,6 +132,14 @@ def test_programmatic_construction_validates_too() -> None:
         ReleasePolicy.model_validate({**GUEST_POLICY_WIRE, "version": "1.0.2"})
 
 
+def test_wire_nodes_validate_on_their_own() -> None:
+    group = ConditionGroup.model_validate({"anyOf": [{"claim": "a", "equals": 1}, {"claim": "b", "exists": False}]})
+    assert group.kind is GroupKind.ANY_OF and len(group.conditions) == 2
+    rule = AuthorityRule.model_validate({"authority": AUTHORITY, "anyOf": [{"claim": "a", "less": 2}]})
+    assert rule.kind is GroupKind.ANY_OF and rule.to_json()["anyOf"] == [{"claim": "a", "less": 2}]
+    assert ReleasePolicy(authorities=(rule,)).to_json()["anyOf"][0] == rule.to_json()
+
+
 def test_parse_conditions_rejects_empty_and_names_bad_entries() -> None:
     with pytest.raises(PolicyError, match="non-empty JSON list"):
         parse_conditions([])
@@ -296,6 +304,10 @@ def test_the_guest_policy_is_clean() -> None:
             [("error", "unknown_field", "anyOf[0].allOf[0].note")],
         ),
         ({"version": "1.0.0", "anyOf": ["x"]}, [("error", "not_object", "anyOf[0]")]),
+        (
+            policy({"claim": "a", "exists": True}, authority="https://maa.example/?tenant=x"),
+            [("error", "authority_invalid", "anyOf[0].authority")],
+        ),
     ],
 )
 def test_lint_errors_name_the_class_and_path(source: Any, expected: list[tuple[str, str, str]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,6 @@ from skr.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from skr.policy import build_policy, encode_policy
 
 from .guest_token import AUTHORITY, guest_claims
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -185,15 +183,17 @@ def test_unreadable_or_malformed_inputs_exit_2(tmp_path: Path) -> None:
     assert code == EXIT_USAGE
 
 
-def test_module_entry_point_and_stdin(tmp_path: Path) -> None:
-    policy = json.dumps(build_policy(AUTHORITY).to_json())
-    result = subprocess.run(
-        [sys.executable, "-m", "skr", "policy", "lint", "-"],
-        input=policy,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "-: clean" in result.stdout
+def test_module_entry_point_reads_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = json.dumps(build_policy(AUTHORITY).to_json()).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(policy)))
+    monkeypatch.setattr(sys, "argv", ["python -m skr", "policy", "lint", "-"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("skr", run_name="__main__")
+    assert info.value.code == 0
+    assert "-: clean" in capsys.readouterr().out
+
+
+def test_a_jwt_with_a_broken_payload_is_a_usage_error(tmp_path: Path) -> None:
+    policy = write(tmp_path, "p.json", build_policy(AUTHORITY).to_json())
+    code, _, err = run("policy", "eval", "--policy", policy, "--claims", write(tmp_path, "t.jwt", "eyJhbGc.abcde.sig"))
+    assert code == EXIT_USAGE and "not base64url" in err

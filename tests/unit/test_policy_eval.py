@@ -43,6 +43,9 @@ def allowed(condition: dict[str, Any], claims: dict[str, Any]) -> bool:
         ("equals", 3, "3", True),  # numeric string against a number
         ("equals", "3", "3.0", False),  # two strings: exact
         ("equals", 3, "three", False),
+        ("equals", "null", None, False),  # a JSON null claim equals nothing
+        ("equals", 0, None, False),
+        ("greater", -1, None, False),
         ("notEquals", "tdxvm", "sevsnpvm", True),
         ("notEquals", "sevsnpvm", "sevsnpvm", False),
         ("notEquals", "false", False, False),

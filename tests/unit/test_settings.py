@@ -335,3 +335,31 @@ def test_local_settings_example_is_valid() -> None:
     settings = load_settings(values)
     assert settings.warnings == ()
     assert {name for name in values if name.startswith("SKR_")} <= set(KNOWN_VARIABLES)
+
+
+VAULT_ID = f"/subscriptions/{SUB}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/kv-skr"
+
+
+def test_vault_resource_id() -> None:
+    assert load().vault_resource_id is None
+    settings = load(SKR_VAULT_RESOURCE_ID=VAULT_ID.upper().replace("SUBSCRIPTIONS", "subscriptions"))
+    assert settings.vault_resource_id is not None and settings.vault_resource_id.name.lower() == "kv-skr"
+    assert Settings.model_validate(settings.to_json()).vault_resource_id == settings.vault_resource_id
+    # the twin's loopback vault URL cannot be checked against the name
+    assert load(SKR_VAULT_URL="https://127.0.0.1:8443", SKR_VAULT_RESOURCE_ID=VAULT_ID).vault_resource_id is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            f"/subscriptions/{SUB}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/vaults/other-kv",
+            "names vault 'other-kv'",
+        ),
+        (f"/subscriptions/{SUB}/resourceGroups/rg-kv/providers/Microsoft.KeyVault/managedHSMs/kv-skr", "vaults"),
+        ("kv-skr", "must start with '/'"),
+    ],
+)
+def test_bad_vault_resource_id(value: str, message: str) -> None:
+    raised = error(SKR_VAULT_RESOURCE_ID=value)
+    assert raised.variable == "SKR_VAULT_RESOURCE_ID" and message in raised.problem
