@@ -729,19 +729,16 @@ class ReleaseDecision(BaseModel):
         return "denied: " + "; ".join(u.describe() for u in self.unmet)
 
 
-_MISSING: Any = object()
-
-
-def claim_value(claims: Mapping[str, Any], path: str) -> Any:
-    """Dot-path lookup; returns the module's missing marker when absent (see ``is_missing``)."""
+def lookup_claim(claims: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """(found, value) for a dot path; a literal key equal to the whole path wins over walking."""
     if path in claims:
-        return claims[path]
+        return True, claims[path]
     node: Any = claims
     for segment in path.split("."):
         if not isinstance(node, Mapping) or segment not in node:
-            return _MISSING
+            return False, None
         node = node[segment]
-    return node
+    return True, node
 
 
 def evaluate_policy(policy: ReleasePolicy, claims: Mapping[str, Any], *, issuer: str | None = None) -> ReleaseDecision:
@@ -802,8 +799,7 @@ def _group_holds(
 
 
 def _check_claim(condition: ClaimCondition, path: str, claims: Mapping[str, Any]) -> UnmetClaim | None:
-    actual = claim_value(claims, condition.claim)
-    found = actual is not _MISSING
+    found, actual = lookup_claim(claims, condition.claim)
 
     def unmet(reason: str) -> UnmetClaim:
         scalar = actual if found and isinstance(actual, bool | int | float | str) else None

@@ -11,8 +11,8 @@ from skr.policy import (
     Operator,
     ReleasePolicy,
     build_policy,
-    claim_value,
     evaluate_policy,
+    lookup_claim,
 )
 
 from .guest_token import AUTHORITY, guest_claims
@@ -98,8 +98,9 @@ def test_object_and_array_claims_never_compare(actual: Any, kind: str) -> None:
 
 def test_dot_paths_walk_objects_and_a_literal_key_wins() -> None:
     claims = {"a": {"b": {"c": 1}}, "x.y": "literal", "x": {"y": "nested"}}
-    assert claim_value(claims, "a.b.c") == 1
-    assert claim_value(claims, "x.y") == "literal"
+    assert lookup_claim(claims, "a.b.c") == (True, 1)
+    assert lookup_claim(claims, "x.y") == (True, "literal")
+    assert lookup_claim(claims, "a.q") == (False, None)
     assert allowed({"claim": "a.b.c", "equals": 1}, claims)
     assert not allowed({"claim": "a.b.c.d", "exists": True}, claims)
     assert not allowed({"claim": "a.b", "equals": 1}, claims)
