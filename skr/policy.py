@@ -161,6 +161,15 @@ def normalise_authority(authority: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def _parsed_or_raise(parse: Callable[[list[LintIssue]], dict[str, Any] | None]) -> dict[str, Any]:
+    """Run a wire parser for a pydantic before-validator: the fields, or a ValueError listing each error."""
+    issues: list[LintIssue] = []
+    parsed = parse(issues)
+    if parsed is None:
+        raise ValueError("; ".join(f"{i.path}: {i.message}" for i in issues))
+    return parsed
+
+
 class _Node(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -180,11 +189,7 @@ class ClaimCondition(_Node):
     @classmethod
     def _from_wire(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "operator" not in data:
-            issues: list[LintIssue] = []
-            parsed = _parse_claim_condition(data, "$", issues)
-            if parsed is None:
-                raise ValueError("; ".join(i.message for i in issues))
-            return parsed
+            return _parsed_or_raise(lambda issues: _parse_claim_condition(data, "$", issues))
         return data
 
     @model_validator(mode="after")
@@ -213,11 +218,7 @@ class ConditionGroup(_Node):
     @classmethod
     def _from_wire(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "kind" not in data:
-            issues: list[LintIssue] = []
-            parsed = _parse_group(data, "$", issues)
-            if parsed is None:
-                raise ValueError("; ".join(i.message for i in issues))
-            return parsed
+            return _parsed_or_raise(lambda issues: _parse_group(data, "$", issues))
         return data
 
     @model_serializer
@@ -252,11 +253,7 @@ class AuthorityRule(_Node):
     @classmethod
     def _from_wire(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "kind" not in data and "conditions" not in data:
-            issues: list[LintIssue] = []
-            parsed = _parse_authority(data, "$", issues)
-            if parsed is None:
-                raise ValueError("; ".join(i.message for i in issues))
-            return parsed
+            return _parsed_or_raise(lambda issues: _parse_authority(data, "$", issues))
         return data
 
     @field_validator("authority")
@@ -282,11 +279,7 @@ class ReleasePolicy(_Node):
     @classmethod
     def _from_wire(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and "authorities" not in data:
-            issues: list[LintIssue] = []
-            parsed = _parse_policy(data, issues)
-            if parsed is None:
-                raise ValueError("; ".join(f"{i.path}: {i.message}" for i in issues))
-            return parsed
+            return _parsed_or_raise(lambda issues: _parse_policy(data, issues))
         return data
 
     @model_serializer
