@@ -9,6 +9,7 @@ fault middleware first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -166,6 +167,7 @@ class TwinServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[uvicorn.Server] = []
+        self._extra_tasks: list[asyncio.Future[None]] = []
         self._failure: BaseException | None = None
         self.listeners = self._listeners()
 
@@ -193,14 +195,52 @@ class TwinServer:
         return listeners
 
     def _bind(self) -> None:
-        host = self.twin.config.host
         for listener in self.listeners:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, 0))
-            sock.listen(256)
-            sock.setblocking(False)
-            listener.sock = sock
+            self._bind_one(listener)
+
+    def _bind_one(self, listener: Listener) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.twin.config.host, 0))
+        sock.listen(256)
+        sock.setblocking(False)
+        listener.sock = sock
+
+    def _uvicorn(self, listener: Listener) -> uvicorn.Server:
+        kwargs: dict[str, Any] = {}
+        if listener.tls:
+            kwargs = {"ssl_certfile": str(self.twin.tls.cert_path), "ssl_keyfile": str(self.twin.tls.key_path)}
+        config = uvicorn.Config(listener.app, log_level="warning", access_log=False, lifespan="off",
+                                http="h11", ws="none", timeout_graceful_shutdown=1, timeout_keep_alive=30,
+                                **kwargs)
+        return uvicorn.Server(config)
+
+    def add_listener(self, name: str, service: str, routes: list[BaseRoute], *, tls: bool = False,
+                     timeout: float = 10.0) -> str:
+        """Serve ``routes`` on one more loopback port of the running twin; returns its base URL.
+
+        Used for listeners that appear on demand (each simulated VM's own IMDS origin). Call from
+        any thread except the twin's loop.
+        """
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the twin is not running")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("add_listener would deadlock on the twin's own loop; call it from another thread")
+        listener = Listener(name, service, self._app(service, routes), tls=tls)
+        self._bind_one(listener)
+        server = self._uvicorn(listener)
+        sock = listener.sock
+
+        async def launch() -> None:
+            self._extra_tasks.append(asyncio.ensure_future(server.serve(sockets=[sock])))
+            while not server.started:
+                await asyncio.sleep(0.002)
+
+        asyncio.run_coroutine_threadsafe(launch(), loop).result(timeout)
+        self.listeners.append(listener)
+        self._servers.append(server)
+        return f"{'https' if tls else 'http'}://{self.twin.config.host}:{listener.port}"
 
     def _publish_urls(self) -> None:
         twin, host = self.twin, self.twin.config.host
@@ -221,13 +261,7 @@ class TwinServer:
         self._bind()
         self._publish_urls()
         for listener in self.listeners:
-            kwargs: dict[str, Any] = {}
-            if listener.tls:
-                kwargs = {"ssl_certfile": str(self.twin.tls.cert_path), "ssl_keyfile": str(self.twin.tls.key_path)}
-            config = uvicorn.Config(listener.app, log_level="warning", access_log=False, lifespan="off",
-                                    http="h11", ws="none", timeout_graceful_shutdown=1, timeout_keep_alive=30,
-                                    **kwargs)
-            self._servers.append(uvicorn.Server(config))
+            self._servers.append(self._uvicorn(listener))
         self.twin.events.reopen()
         self._thread = threading.Thread(target=self._run, name="azure-twin", daemon=True)
         self._thread.start()
@@ -256,6 +290,22 @@ class TwinServer:
         await asyncio.gather(*(server.serve(sockets=[listener.sock])
                                for server, listener in zip(self._servers, self.listeners, strict=True)
                                if listener.sock is not None))
+        if self._extra_tasks:  # listeners added while running (add_listener)
+            await asyncio.gather(*self._extra_tasks, return_exceptions=True)
+
+    async def _shutdown(self) -> None:
+        """Ask every server to exit, then cut idle keep-alive connections (TLS close would linger)."""
+        for server in self._servers:
+            server.should_exit = True
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            open_connections = [c for s in self._servers for c in s.server_state.connections]
+            for connection in open_connections:
+                transport = getattr(connection, "transport", None)
+                if transport is not None:
+                    transport.abort()
+            if not open_connections:
+                return
 
     def stop(self) -> None:
         self.twin.events.close()
@@ -265,8 +315,8 @@ class TwinServer:
                 asyncio.run_coroutine_threadsafe(self.twin.events.aclose(), loop).result(timeout=5)
             except Exception:  # a closing client must not block shutdown
                 log.debug("closing the event client failed", exc_info=True)
-            for server in self._servers:
-                server.should_exit = True
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=10)
         for listener in self.listeners:
