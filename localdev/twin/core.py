@@ -175,6 +175,13 @@ class Twin:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def add_listener(self, name: str, service: str, routes: list[Any], *, tls: bool = False) -> str:
+        """Serve ``routes`` on one more loopback port while running (e.g. a VM's own IMDS origin)."""
+        if self._server is None:
+            raise RuntimeError("the twin is not running")
+        url: str = self._server.add_listener(name, service, routes, tls=tls)
+        return url
+
     @property
     def loop(self) -> Any:
         """The asyncio loop serving requests (None until started)."""

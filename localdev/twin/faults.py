@@ -26,6 +26,9 @@ NAMED_KINDS = (
     "runcommand_hang",  # run commands: never finishes on its own
     "runcommand_timeout",  # run commands: ends TimedOut
     "vm_delete_during_run",  # run commands: the VM is deleted while the command runs
+    "imds_error",  # IMDS token endpoint: params status (404, 410, 429, 5xx), retry_after
+    "release_bad_signature",  # Key Vault release: the JWS signature does not verify
+    "release_untrusted_chain",  # Key Vault release: the x5c chain is rooted at a CA nobody trusts
 )
 KINDS = REQUEST_KINDS + NAMED_KINDS
 PARAM_KEYS = frozenset({"status", "seconds", "retry_after", "code", "message", "exit_code"})
