@@ -1,5 +1,7 @@
-"""Triggers of the SKR Orchestrator; each module adds its blueprint to BLUEPRINTS."""
+"""Triggers of the SKR Orchestrator: Event Grid, HTTP and timer entry points (durable clients)."""
 
 import azure.durable_functions as df
 
-BLUEPRINTS: list[df.Blueprint] = []
+from triggers import events, http_api, reconcile
+
+BLUEPRINTS: list[df.Blueprint] = [events.bp, http_api.bp, reconcile.bp]

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pydantic import Field
 
 from skr.models import AssignmentRef, OffboardingRequest, SkipReason, TriggerSource, VmFacts, VmResourceId
-from skr.naming import NamingError, onboarding_instance_id, role_assignment_name
+from skr.naming import NamingError, offboarding_instance_id, onboarding_instance_id, role_assignment_name
 from skr.workflow._base import Frozen
 from skr.workflow.instances import InstanceSnapshot, StartDecision, VmIdentity, decide_onboarding, offboarding_request
 from skr.workflow.scope import ScopeGuard
@@ -61,7 +61,7 @@ def plan_reconcile(
     """Decide one pass.
 
     ``onboardings`` maps onboarding instance id -> snapshot (with output) for every onboarding the
-    client knows; ``busy_offboardings`` are VM ids (lower-case) with an offboarding in flight.
+    client knows; ``busy_offboardings`` are the ids of offboarding instances still in flight.
     """
     plan = ReconcilePlan()
     starts: list[PlannedStart] = []
@@ -104,7 +104,7 @@ def plan_reconcile(
             continue
         if snapshot is not None and snapshot.active:
             continue  # its onboarding is still running; the next pass sees its result
-        if str(result.vm_id).lower() in busy_offboardings or result.vm_id in offboardings:
+        if offboarding_instance_id(result.vm_id) in busy_offboardings or result.vm_id in offboardings:
             continue
         request = offboarding_request(result, disable_key=disable_key_on_offboard, source=TriggerSource.RECONCILE)
         if assignment.assignment_id not in request.assignment_ids:

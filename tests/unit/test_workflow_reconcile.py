@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from skr.models import FailureCode, Outcome
-from skr.naming import onboarding_instance_id
+from skr.naming import offboarding_instance_id, onboarding_instance_id
 from skr.workflow.instances import StartAction
 from skr.workflow.reconcile import is_ours, plan_reconcile
 from tests.unit.workflow_factories import assignment, facts, guard, principal, result, snapshot
@@ -71,7 +71,7 @@ def test_unattributed_and_busy_orphans_are_left_for_later() -> None:
         guard=guard(),
         max_starts=10,
         disable_key_on_offboard=False,
-        busy_offboardings=frozenset({str(gone.vm_id).lower()}),
+        busy_offboardings=frozenset({offboarding_instance_id(gone.vm_id)}),
     )
     assert plan.offboardings == [] and plan.unattributed == [str(stray.assignment_id)]
 
