@@ -169,6 +169,7 @@ class TwinServer:
         self._servers: list[uvicorn.Server] = []
         self._extra_tasks: list[asyncio.Future[None]] = []
         self._failure: BaseException | None = None
+        self._main: asyncio.Task[Any] | None = None
         self.listeners = self._listeners()
 
     def _app(self, service: str, routes: list[BaseRoute], vault: Vault | None = None) -> Starlette:
@@ -279,14 +280,21 @@ class TwinServer:
         self.loop = loop
         try:
             loop.run_until_complete(self._serve())
+        except asyncio.CancelledError:
+            pass  # stop() ends the servers this way
         except BaseException as exc:  # surfaced by start()
             self._failure = exc
             log.exception("twin server loop failed")
         finally:
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     async def _serve(self) -> None:
+        self._main = asyncio.current_task()
         await asyncio.gather(*(server.serve(sockets=[listener.sock])
                                for server, listener in zip(self._servers, self.listeners, strict=True)
                                if listener.sock is not None))
@@ -294,18 +302,17 @@ class TwinServer:
             await asyncio.gather(*self._extra_tasks, return_exceptions=True)
 
     async def _shutdown(self) -> None:
-        """Ask every server to exit, then cut idle keep-alive connections (TLS close would linger)."""
+        """Close the listening sockets, cut open connections and end the servers at once."""
         for server in self._servers:
             server.should_exit = True
-        for _ in range(50):
-            await asyncio.sleep(0.02)
-            open_connections = [c for s in self._servers for c in s.server_state.connections]
-            for connection in open_connections:
+            for asyncio_server in getattr(server, "servers", []):
+                asyncio_server.close()
+            for connection in list(server.server_state.connections):
                 transport = getattr(connection, "transport", None)
                 if transport is not None:
                     transport.abort()
-            if not open_connections:
-                return
+        if self._main is not None:
+            self._main.cancel()
 
     def stop(self) -> None:
         self.twin.events.close()
