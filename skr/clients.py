@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from azure.core.credentials import AzureKeyCredential, TokenCredential
+from azure.core.messaging import CloudEvent
 from azure.core.pipeline import PipelineResponse
 from azure.core.pipeline.policies import RetryPolicy
 from azure.eventgrid import EventGridPublisherClient
@@ -79,6 +80,21 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
         return bool(super().is_retry(settings, response))
 
 
+class TopicPublisher:
+    """An Event Grid basic-topic publisher whose transport and retry settings actually apply.
+
+    azure-eventgrid 4.22's ``EventGridPublisherClient`` drops its constructor keywords for basic
+    topics (only namespace topics get them), so the CA bundle and retry settings go on each send.
+    """
+
+    def __init__(self, client: EventGridPublisherClient, call_kwargs: dict[str, Any]) -> None:
+        self.client = client
+        self._call_kwargs = call_kwargs
+
+    def send(self, events: list[CloudEvent[Any]]) -> None:
+        self.client.send(events, **self._call_kwargs)
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """Everything the factory needs, decoupled from the environment (tests build one directly)."""
@@ -123,7 +139,7 @@ class ClientFactory:
         self._compute: dict[str, ComputeManagementClient] = {}
         self._authorization: dict[str, AuthorizationManagementClient] = {}
         self._keys: dict[str, KeyClient] = {}
-        self._events: EventGridPublisherClient | None = None
+        self._events: TopicPublisher | None = None
 
     @property
     def credential(self) -> TokenCredential:
@@ -189,7 +205,7 @@ class ClientFactory:
                 )
             return self._keys[url.lower()]
 
-    def events(self) -> EventGridPublisherClient | None:
+    def events(self) -> TopicPublisher | None:
         """The topic publisher, or None when no topic is configured (events are then not published)."""
         endpoint = self.config.events_topic_endpoint
         if not endpoint:
@@ -198,9 +214,8 @@ class ClientFactory:
         credential: AzureKeyCredential | TokenCredential = AzureKeyCredential(key) if key else self.credential
         with self._lock:
             if self._events is None:
-                self._events = EventGridPublisherClient(
-                    endpoint, credential, **self._retry_kwargs(), **self._transport_kwargs()
-                )
+                call_kwargs = {**self._retry_kwargs(), **self._transport_kwargs()}
+                self._events = TopicPublisher(EventGridPublisherClient(endpoint, credential), call_kwargs)
             return self._events
 
 
