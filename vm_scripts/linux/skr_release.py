@@ -920,7 +920,8 @@ def imds_token(p: Params, context: ssl.SSLContext) -> Tuple[str, float]:
         failure = SkrError("imds_failed", code, message, http_status=resp.status, retryable=True)
         if resp.status not in IMDS_RETRY_STATUSES and resp.status < 500:
             break
-        log("IMDS HTTP %d, retrying" % resp.status)
+        if attempt < len(IMDS_DELAYS):
+            log("IMDS HTTP %d, retrying" % resp.status)
     raise failure
 
 

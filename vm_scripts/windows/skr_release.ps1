@@ -725,7 +725,7 @@ function Get-ImdsToken($p) {
         $codeAndMessage = Get-ImdsError $response
         $failure = New-SkrError 'imds_failed' $codeAndMessage[0] $codeAndMessage[1] -HttpStatus $response.Status -Retryable $true
         if ($IMDS_RETRY_STATUSES -notcontains $response.Status -and $response.Status -lt 500) { break }
-        Write-Log ('IMDS HTTP {0}, retrying' -f $response.Status)
+        if ($attempt -lt $IMDS_DELAYS.Count) { Write-Log ('IMDS HTTP {0}, retrying' -f $response.Status) }
     }
     throw $failure
 }
