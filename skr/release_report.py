@@ -27,6 +27,9 @@ DETAIL_MAX_LENGTH = 512
 _KEY_ID = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(?::\d+)?/keys/[A-Za-z0-9-]{1,127}(?:/[A-Za-z0-9]{0,64})?$")
 _THUMBPRINT = re.compile(r"^[A-Za-z0-9_\-=+/:]{8,128}$")
 _ERROR_CODE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+_OUTCOME = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_KNOWN_OUTCOMES = {outcome.value for outcome in ReleaseOutcome}
+TERMINAL_EXIT_CODE = 3
 
 
 class ReportProblem(StrEnum):
@@ -47,7 +50,7 @@ class _WireResult(BaseModel):
     """The README schema, validated field by field (unknown fields are ignored: newer scripts add some)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
-    outcome: ReleaseOutcome
+    outcome: str
     key_id: str | None = Field(default=None, max_length=400)
     key_thumbprint: str | None = None
     http_status: int | None = Field(default=None, ge=100, le=599)
@@ -56,6 +59,13 @@ class _WireResult(BaseModel):
     attempts: int = Field(default=0, ge=0, le=100_000)
     elapsed_seconds: float = Field(default=0.0, ge=0.0, le=86_400.0 * 7)
     exit_code: int | None = Field(default=None, ge=0, le=255)
+
+    @field_validator("outcome")
+    @classmethod
+    def _outcome(cls, value: str) -> str:
+        if not _OUTCOME.match(value):
+            raise ValueError("outcome is not a lower-case identifier")
+        return value
 
     @field_validator("key_id")
     @classmethod
@@ -79,9 +89,18 @@ class _WireResult(BaseModel):
         return value
 
     def to_report(self) -> ReleaseReport:
+        """A newer script's unknown outcome is terminal (README §3): internal_error, exit code 3, code kept."""
         detail = scrub(self.message, DETAIL_MAX_LENGTH) if self.message else None
+        exit_code = self.exit_code
+        if self.outcome in _KNOWN_OUTCOMES:
+            outcome = ReleaseOutcome(self.outcome)
+        else:
+            outcome, exit_code = ReleaseOutcome.INTERNAL_ERROR, TERMINAL_EXIT_CODE
+            detail = scrub(
+                f"unrecognised outcome {self.outcome!r}" + (f": {detail}" if detail else ""), DETAIL_MAX_LENGTH
+            )
         return ReleaseReport(
-            outcome=self.outcome,
+            outcome=outcome,
             key_id=self.key_id,
             key_thumbprint=self.key_thumbprint,
             http_status=self.http_status,
@@ -89,7 +108,7 @@ class _WireResult(BaseModel):
             attempts=self.attempts,
             elapsed_seconds=self.elapsed_seconds,
             detail=detail or None,
-            exit_code=self.exit_code,
+            exit_code=exit_code,
         )
 
 

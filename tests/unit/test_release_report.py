@@ -147,9 +147,9 @@ def test_oversize_line_is_a_clear_error_without_the_content() -> None:
     ("line", "why"),
     [
         ("SKR-RESULT", "no JSON payload"),
-        (f"SKR-RESULT {{\"outcome\": \"released\", \"key_id\": \"{FAKE_JWT}\"", "not JSON"),
+        (f'SKR-RESULT {{"outcome": "released", "key_id": "{FAKE_JWT}"', "not JSON"),
         ("SKR-RESULT [1, 2]", "JSON list"),
-        (result(outcome="exfiltrated"), "outcome: enum"),
+        (result(outcome=FAKE_JWT), "outcome: Value error, outcome is not a lower-case identifier"),
         (result(key_id=FAKE_JWT), "key_id: Value error, key_id is not a Key Vault key URL"),
         (result(key_thumbprint=FAKE_JWT + FAKE_JWT), "key_thumbprint"),
         (result(error_code="has spaces and " + FAKE_JWT), "error_code"),
@@ -167,13 +167,23 @@ def test_malformed_lines_name_the_problem_but_never_quote_it(line: str, why: str
     assert "eyJ" not in str(caught.value)
 
 
+def test_an_unknown_outcome_is_terminal_and_keeps_its_error_code() -> None:
+    report = parse_release_output(result(outcome="quantum_failure", exit_code=2, error_code="qf_1", message="odd"))
+    assert report.outcome is ReleaseOutcome.INTERNAL_ERROR
+    assert report.exit_code == 3
+    assert report.error_code == "qf_1"
+    assert report.detail == "unrecognised outcome 'quantum_failure': odd"
+
+
 def test_several_bad_lines_report_the_count() -> None:
     with pytest.raises(ReleaseReportError, match="2 SKR-RESULT lines"):
         parse_release_output("SKR-RESULT {\nSKR-RESULT []\n")
 
 
 @settings(max_examples=200, deadline=None)
-@given(noise=st.text(min_size=0, max_size=3000), secret=st.from_regex(r"eyJ[A-Za-z0-9]{8}\.[A-Za-z0-9]{8}\.[A-Za-z0-9]{8}"))
+@given(
+    noise=st.text(min_size=0, max_size=3000), secret=st.from_regex(r"eyJ[A-Za-z0-9]{8}\.[A-Za-z0-9]{8}\.[A-Za-z0-9]{8}")
+)
 def test_noise_never_leaks_into_errors_or_reports(noise: str, secret: str) -> None:
     output = f"{noise}\n{secret}\nSKR-RESULT {secret}\n{noise}"
     try:
