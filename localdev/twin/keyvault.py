@@ -169,6 +169,7 @@ class KeyVaultApi:
 
     def _call(self, request: Request, action: str, name: str | None = None) -> tuple[Vault, str]:
         vault = self.twin.vault_of(request)
+        self._purge_expired(vault)
         scope = key_scope(vault, name) if name else vault.resource_id
         self.twin.kv_call(request, ACTIONS[action], scope, vault)
         return vault, check_api_version(request)
@@ -381,14 +382,14 @@ class KeyVaultApi:
             key = self._live_key(vault, name)
             key.deleted, key.deleted_at = True, twin.clock.time()
             body = self.deleted_bundle(vault, key)
-        retention = twin.config.soft_delete_retention_days * 86400.0
-        twin.clock.call_later(retention, lambda: self._auto_purge(vault, key))
         return JSONResponse(body)
 
-    def _auto_purge(self, vault: Vault, key: StoredKey) -> None:
+    def _purge_expired(self, vault: Vault) -> None:
+        """Soft-deleted keys past the retention period are gone (checked lazily: no far-future timers)."""
+        cutoff = self.twin.clock.time() - self.twin.config.soft_delete_retention_days * 86400.0
         with self.twin.lock:
-            if key.deleted and vault.keys.get(key.name.lower()) is key:
-                del vault.keys[key.name.lower()]
+            for name in [n for n, k in vault.keys.items() if k.deleted and (k.deleted_at or 0.0) <= cutoff]:
+                del vault.keys[name]
 
     async def get_deleted(self, request: Request) -> Response:
         name = request.path_params["name"]
