@@ -158,6 +158,14 @@ def test_sanitize_redacts_tokens_but_keeps_diagnostics():
 
 
 # --------------------------------------------------------------------------- classification
+@pytest.mark.parametrize(("text", "code"), [("ForbiddenByRbac", "ForbiddenByRbac"), ("AKV.SKR.1004", "AKV.SKR.1004"),
+                                            ("bad code <x>", "bad_code__x_"), ("", "unknown"), ("x" * 80, "x" * 64)])
+def test_error_codes_are_short_identifiers(text, code):
+    assert S.error_code_of(text) == code
+    assert S.classify_release_error(400, kv_body(text, "m")).error_code == (code if text else "HTTP400")
+
+
+
 def kv_body(code: str, message: str, inner: str | None = None) -> str:
     error: dict = {"code": code, "message": message}
     if inner:

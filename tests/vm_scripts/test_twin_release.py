@@ -157,9 +157,7 @@ def test_attestation_failed_when_key_vault_cannot_verify_the_token(twin, tmp_pat
     """The key's policy names another authority: Key Vault rejects the token itself (not the claims)."""
     scenario = arrange(twin, tmp_path, authority="https://sharedweu.weu.attest.azure.net")
     run = run_script(scenario)
-    assert run.code == 3
-    assert (run.result["outcome"], run.result["error_code"], run.result["http_status"]) \
-        == ("attestation_failed", "AccessDenied", 403)
+    assert run.summary == (3, "attestation_failed", "AccessDenied", 403)
     assert "cannot be verified" in run.result["message"]
     assert_no_secrets(run, scenario)
 
@@ -170,18 +168,14 @@ def test_key_not_found(twin, tmp_path, mode):
     scenario = arrange(twin, tmp_path, key=None, grant=False)
     scenario.grant_release(scope=twin.vault().resource_id)  # RBAC passes, so Key Vault looks the key up
     run = run_script(scenario, SKR_MODE=mode)
-    assert run.code == 3
-    assert (run.result["outcome"], run.result["error_code"], run.result["http_status"]) \
-        == ("key_not_found", "KeyNotFound", 404)
+    assert run.summary == (3, "key_not_found", "KeyNotFound", 404)
     assert_no_secrets(run, scenario)
 
 
 def test_not_exportable(twin, tmp_path):
     scenario = arrange(twin, tmp_path, key="plain")
     run = run_script(scenario)
-    assert run.code == 3
-    assert (run.result["outcome"], run.result["error_code"], run.result["http_status"]) \
-        == ("not_exportable", "BadParameter", 400)
+    assert run.summary == (3, "not_exportable", "BadParameter", 400)
     assert_no_secrets(run, scenario)
 
 
@@ -269,9 +263,7 @@ def test_jws_invalid_is_not_stored(twin, tmp_path, fault, code):
     scenario = arrange(twin, tmp_path)
     twin.faults.add(fault, vm=scenario.vm.resource_id)
     run = run_script(scenario)
-    assert run.code == 3
-    assert (run.result["outcome"], run.result["error_code"], run.result["http_status"]) \
-        == ("jws_invalid", code, 200)
+    assert run.summary == (3, "jws_invalid", code, 200)
     assert not run.stored.exists() and run.result["stored_path"] is None
     assert_no_secrets(run, scenario)
 

@@ -21,6 +21,7 @@ from localdev.twin.core import Twin
 from localdev.twin.model import SimVm, TeeProfile
 from localdev.twin.sandbox import hold_busy, prepare_sandbox
 from localdev.twin.testing import key_client
+from skr.release_report import parse_release_output
 from tests.vm_scripts.helpers import LINUX_SCRIPT
 
 RELEASE_ROLE = "08bbd89e-9f13-488c-ac41-acfcb10c90ab"
@@ -96,6 +97,11 @@ class Run:
     workdir: Path
 
     @property
+    def summary(self) -> tuple[int, str, str | None, int | None]:
+        """(exit code, outcome, error_code, http_status)."""
+        return self.code, self.result["outcome"], self.result["error_code"], self.result["http_status"]
+
+    @property
     def stored(self) -> Path:
         return Path(self.env["SKR_OUTPUT_PATH"])
 
@@ -125,6 +131,12 @@ def run_script(scenario: Scenario, *, interpreter: str | None = None, **params: 
     result = json.loads(lines[0].removeprefix("SKR-RESULT "))
     assert result["exit_code"] == proc.returncode
     assert result["retryable"] is (proc.returncode == 2)
+    # the orchestrator's parser (skr/release_report.py) reads the same line the same way
+    report = parse_release_output(proc.stdout + proc.stderr)
+    assert (report.outcome, report.key_id, report.key_thumbprint, report.http_status, report.error_code,
+            report.attempts, report.exit_code) == (result["outcome"], result["key_id"], result["key_thumbprint"],
+                                                   result["http_status"], result["error_code"], result["attempts"],
+                                                   result["exit_code"])
     return Run(proc.returncode, proc.stdout, proc.stderr, result, env, before, scenario.workdir)
 
 

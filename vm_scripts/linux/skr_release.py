@@ -112,6 +112,11 @@ def sanitize(text: str, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def error_code_of(text: str) -> str:
+    """A service's error code as a short identifier: [A-Za-z0-9_.:-], at most 64 characters."""
+    return re.sub(r"[^A-Za-z0-9_.:\-]", "_", text)[:64] or "unknown"
+
+
 # --------------------------------------------------------------------------------------------
 # Parameters (run-command named parameters arrive as environment variables)
 # --------------------------------------------------------------------------------------------
@@ -928,7 +933,7 @@ def imds_token(p: Params, context: ssl.SSLContext) -> Tuple[str, float]:
 def _imds_error(resp: Response) -> Tuple[str, str]:
     try:
         data = json.loads(resp.body.decode("utf-8"))
-        return (sanitize(str(data.get("error") or "HTTP%d" % resp.status), 64),
+        return (error_code_of(str(data.get("error") or "HTTP%d" % resp.status)),
                 sanitize(str(data.get("error_description") or ""), 200))
     except (ValueError, UnicodeDecodeError, AttributeError):
         return "HTTP%d" % resp.status, ""
@@ -944,7 +949,7 @@ def classify_release_error(status: int, body: str, retry_after: Optional[float] 
         inner = str((error.get("innererror") or {}).get("code") or "")
     except (ValueError, AttributeError):
         message = body
-    error_code = sanitize(inner or code or "HTTP%d" % status, 64)
+    error_code = error_code_of(inner or code or "HTTP%d" % status)
     text = sanitize(message)
     lower = message.lower()
     if status == 403 and inner == "ForbiddenByRbac":

@@ -245,6 +245,14 @@ function Format-Sanitized([string]$Text, [int]$Limit = 300) {
     return $flat.Substring(0, $Limit - 3) + '...'
 }
 
+function Get-ErrorCode([string]$Text) {
+    # A service's error code as a short identifier: [A-Za-z0-9_.:-], at most 64 characters.
+    $code = $Text -replace '[^A-Za-z0-9_.:\-]', '_'
+    if ($code.Length -gt 64) { $code = $code.Substring(0, 64) }
+    if (-not $code) { return 'unknown' }
+    return $code
+}
+
 # ------------------------------------------------------------------------------------------
 # Parameters  (<-> load_params)
 # ------------------------------------------------------------------------------------------
@@ -686,7 +694,7 @@ function Get-ImdsError($Response) {
         $data = ConvertFrom-JsonBytes $Response.Body
         $code = [string](Get-Member2 $data 'error')
         if (-not $code) { $code = 'HTTP' + $Response.Status }
-        return @((Format-Sanitized $code 64), (Format-Sanitized ([string](Get-Member2 $data 'error_description')) 200))
+        return @((Get-ErrorCode $code), (Format-Sanitized ([string](Get-Member2 $data 'error_description')) 200))
     } catch { return @(('HTTP' + $Response.Status), '') }
 }
 
@@ -742,7 +750,7 @@ function Get-ReleaseErrorClass([int]$Status, [string]$Body, $RetryAfter = $null)
     $errorCode = $inner
     if (-not $errorCode) { $errorCode = $code }
     if (-not $errorCode) { $errorCode = 'HTTP' + $Status }
-    $errorCode = Format-Sanitized $errorCode 64
+    $errorCode = Get-ErrorCode $errorCode
     $text = Format-Sanitized $message
     $lower = $message.ToLowerInvariant()
     if ($Status -eq 403 -and $inner -ceq 'ForbiddenByRbac') {
