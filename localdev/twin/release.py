@@ -44,7 +44,6 @@ from localdev.twin.http import TwinHttpError, ci_route, kv_error_response
 from localdev.twin.jws import (
     JwsError,
     b64url,
-    b64url_uint,
     cert_der_b64,
     parse_compact,
     rsa_public_from_jwk,
@@ -52,6 +51,7 @@ from localdev.twin.jws import (
     thumbprints,
     verify_rs256,
 )
+from localdev.twin.keyvault import KeyVaultApi, public_jwk
 from localdev.twin.keywrap import DEFAULT_ENC, ENC_HASHES, build_key_hsm
 from localdev.twin.model import KeyVersion, StoredKey, Vault
 from localdev.twin.policy_eval import PolicyFormatError, evaluate, normalise_authority, parse_policy
@@ -235,9 +235,13 @@ def _find_key(vault: Vault, name: str, version: str) -> tuple[StoredKey, KeyVers
     raise _kv(404, "KeyNotFound", f"A key with (name/id) {name}/{version} was not found in this key vault")
 
 
-def _check_releasable(key: KeyVersion, settings: ReleaseSettings) -> dict[str, Any]:
+def _check_releasable(key: KeyVersion, settings: ReleaseSettings, now: float) -> dict[str, Any]:
     if not key.enabled:
         raise _kv(403, "Forbidden", "Operation release is not allowed on a disabled key.", "KeyDisabled")
+    if key.exp is not None and key.exp <= now:
+        raise _kv(403, "Forbidden", "Operation release is not allowed on an expired key.")
+    if key.nbf is not None and key.nbf > now:
+        raise _kv(403, "Forbidden", "Operation release is not allowed on a key that is not yet valid.")
     if not key.exportable or key.release_policy is None:
         status = settings.refusal_status
         raise _kv(status, "BadParameter" if status == 400 else "Forbidden",
@@ -336,37 +340,15 @@ def transfer_key(claims: dict[str, Any]) -> tuple[str, rsa.RSAPublicKey]:
     raise _bad("The attestation token carries no RSA encryption key in x-ms-runtime.keys.")
 
 
-def key_jwk(vault: Vault, key: KeyVersion) -> dict[str, Any]:
-    private = key.private_key
-    jwk: dict[str, Any] = {"kid": f"{vault.url}/keys/{key.name}/{key.version}", "kty": key.kty,
-                           "key_ops": list(key.key_ops)}
-    if isinstance(private, rsa.RSAPrivateKey):
-        numbers = private.public_key().public_numbers()
-        jwk.update(n=b64url_uint(numbers.n), e=b64url_uint(numbers.e))
-    elif isinstance(private, ec.EllipticCurvePrivateKey):
-        numbers_ec = private.public_key().public_numbers()
-        size = (private.curve.key_size + 7) // 8
-        jwk.update(crv=key.curve or {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521",
-                                     "secp256k1": "P-256K"}.get(private.curve.name, private.curve.name),
-                   x=b64url(numbers_ec.x.to_bytes(size, "big")), y=b64url(numbers_ec.y.to_bytes(size, "big")))
-    return jwk
-
-
-def release_payload(twin: Twin, vault: Vault, key: KeyVersion, *, requested_kid: str, api_version: str,
-                    enc: str, kek_kid: str, kek: rsa.RSAPublicKey) -> dict[str, Any]:
-    jwk = key_jwk(vault, key)
+def release_payload(twin: Twin, vault: Vault, stored: StoredKey, key: KeyVersion, *, requested_kid: str,
+                    api_version: str, enc: str, kek_kid: str, kek: rsa.RSAPublicKey) -> dict[str, Any]:
+    jwk = public_jwk(vault, stored, key)
     jwk["key_hsm"] = build_key_hsm(kek, kek_kid, key.private_key, enc)
-    days = twin.config.soft_delete_retention_days
-    attributes: dict[str, Any] = {
-        "enabled": key.enabled, "created": int(key.created), "updated": int(key.updated),
-        "recoveryLevel": "Recoverable+Purgeable" if days >= 90 else "CustomizedRecoverable+Purgeable",
-        "recoverableDays": days, "exportable": key.exportable,
-    }
     return {
         "request": {"api-version": api_version, "enc": enc, "kid": requested_kid},
         "response": {"key": {
             "key": jwk,
-            "attributes": attributes,
+            "attributes": KeyVaultApi(twin).attributes(key),
             "tags": dict(key.tags),
             "release_policy": {"data": b64url(key.release_policy or b""), "immutable": key.immutable_policy},
         }},
@@ -395,16 +377,16 @@ def routes(twin: Twin) -> list[BaseRoute]:
         api_version = _api_version(request)
         target, enc, _nonce = _body(await request.body())
         with twin.lock:
-            _, key = _find_key(vault, name, version)
-        policy = _check_releasable(key, service_for(twin).settings)
+            stored, key = _find_key(vault, name, version)
+        policy = _check_releasable(key, service_for(twin).settings, twin.clock.time())
         claims = await verify_attestation(twin, target, policy)
         verdict = evaluate(policy, claims)
         if not verdict.allowed:
             raise _kv(403, "Forbidden", f"{POLICY_NOT_MET} {verdict.describe().capitalize()}.", "AccessDenied")
         kek_kid, kek = transfer_key(claims)
         requested = f"{vault.url}/keys/{name}" + (f"/{version}" if version else "")
-        payload = release_payload(twin, vault, key, requested_kid=requested, api_version=api_version, enc=enc,
-                                  kek_kid=kek_kid, kek=kek)
+        payload = release_payload(twin, vault, stored, key, requested_kid=requested, api_version=api_version,
+                                  enc=enc, kek_kid=kek_kid, kek=kek)
         vm = twin.find_vm(vm_id=str(claims.get("x-ms-azurevm-vmid", "")))
         return JSONResponse({"value": sign_release(twin, payload, vm=vm.resource_id if vm else None)})
 

@@ -21,6 +21,7 @@ import os
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -262,7 +263,8 @@ def _download(twin: Twin, uri: str | None) -> str:
     try:
         if uri.startswith("file://"):
             return Path(uri[len("file://"):]).read_text(encoding="utf-8")
-        response = httpx.get(uri, verify=twin.ca_bundle_path, timeout=30.0, trust_env=False)
+        context = ssl.create_default_context(cafile=twin.ca_bundle_path)
+        response = httpx.get(uri, verify=context, timeout=30.0, trust_env=False)
         response.raise_for_status()
         return response.text
     except (OSError, httpx.HTTPError, UnicodeDecodeError) as exc:

@@ -173,9 +173,11 @@ async def _virtual_sleep(twin: Twin, run_id: str, seconds: float) -> None:
         if lease is not None and released:
             twin.clock.release_busy()
             lease.held = False
+    twin.clock.release_busy()  # the hold TwinMiddleware takes for this very request
     try:
         await twin.clock.sleep_async(seconds)
     finally:
+        twin.clock.acquire_busy()
         if lease is not None and released:
             with state.lock:
                 if not lease.closed:
