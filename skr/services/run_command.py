@@ -242,13 +242,13 @@ class ReleaseCommandService:
         status = str(body.get("status") or "").lower()
         if status in ("", "inprogress", "running", "accepted", "notstarted"):
             return CommandStatus(state=CommandState.RUNNING)
+        output = (body.get("properties") or {}).get("output")
+        if isinstance(output, dict) and isinstance(output.get("value"), list):
+            return _action_result(output)  # the script ran: its report decides, whatever the operation says
         if status == "canceled":
             return CommandStatus(state=CommandState.CANCELED, detail=_error_detail(body))
         if status == "failed":
             return CommandStatus(state=CommandState.FAILED, detail=_error_detail(body))
-        output = (body.get("properties") or {}).get("output")
-        if isinstance(output, dict) and isinstance(output.get("value"), list):
-            return _action_result(output)
         if query.result_url:
             status_code, result = self._arm_get(query.vm_id, query.result_url)
             if status_code == 202:

@@ -7,10 +7,12 @@ IDENTITY_ENDPOINT/IDENTITY_HEADER, the twin's CA bundle - so only settings diffe
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -138,3 +140,27 @@ _names = itertools.count(1)
 def unique(prefix: str) -> str:
     """A name no other test in this process uses (tests share one twin per module)."""
     return f"{prefix}-{os.getpid() % 10000}-{next(_names)}"
+
+
+@functools.cache
+def app_functions() -> dict[str, Any]:
+    """``function_app.app``'s functions by name (``get_functions`` may run only once per app)."""
+    import function_app
+
+    return {function.get_function_name(): function for function in function_app.app.get_functions()}
+
+
+def activity(name: str) -> Callable[[Any], Any]:
+    """The user function the app registered under ``name`` (what the Functions host invokes)."""
+    function = app_functions().get(name)
+    if function is None:
+        raise LookupError(f"function_app registers no function named {name!r}")
+    user_function: Callable[[Any], Any] = function.get_user_function()
+    return user_function
+
+
+def call_activity(name: str, payload: Any) -> dict[str, Any]:
+    """Invoke an activity with JSON in and out, as Durable does (a round trip through json)."""
+    result = activity(name)(json.loads(json.dumps(payload)))
+    decoded: dict[str, Any] = json.loads(json.dumps(result))
+    return decoded
