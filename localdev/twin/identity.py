@@ -7,7 +7,6 @@ that ``ManagedIdentityCredential`` uses, so the app's production credential path
 from __future__ import annotations
 
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +127,15 @@ class Identity:
             raise TokenError("malformed", f"The token names an unknown principal {object_id}.")
         return principal
 
+    def caller_of(self, token: str | None) -> str:
+        """The object id a (validly signed) token names, else "anonymous" (for counting only)."""
+        if not token:
+            return "anonymous"
+        try:
+            return str(jwt.decode(token, self._key, algorithms=["RS256"]).claims.get("oid", "anonymous"))
+        except (JoseError, ValueError, TypeError):
+            return "anonymous"
+
     def retire(self, principal: Principal) -> None:
         """Keep a deleted principal verifiable: issued tokens stay valid until they expire."""
         self._retired[principal.object_id] = principal
@@ -172,7 +180,3 @@ class Identity:
 
     def routes(self) -> list[BaseRoute]:
         return [Route("/msi/token", self.token_endpoint, methods=["GET"])]
-
-
-def new_object_id() -> str:
-    return str(uuid.uuid4())

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from localdev.twin import admin, authorization, compute_vms, eventgrid, keyvault, operations
+from localdev.twin.gate import bearer_token
 from localdev.twin.http import TwinHttpError, arm_error_response, kv_error_response
 from localdev.twin.model import Vault
 
@@ -67,6 +68,9 @@ class TwinMiddleware:
         try:
             refusal = await self._faults(scope)
             if refusal is not None:
+                request = Request(scope)
+                self.twin.counters.record(self.twin.identity.caller_of(bearer_token(request)), self.service,
+                                          f"fault:{scope['twin.fault']}")
                 await refusal(scope, receive, send)
                 return
 
@@ -99,15 +103,18 @@ class TwinMiddleware:
                 clock.acquire_busy()
         outage = {"keyvault": "kv_outage", "maa": "maa_outage"}.get(self.service)
         if outage and faults.active(outage, **attrs) is not None:
+            scope["twin.fault"] = outage
             return self._error(503, "ServiceUnavailable", "The service is temporarily unavailable (twin fault).")
         error = faults.active("error", **attrs)
         if error is not None:
+            scope["twin.fault"] = "error"
             status = int(error.params.get("status", 503))
             return self._error(status, str(error.params.get("code", "InternalServerError" if status == 500 else
                                                               "ServiceUnavailable")),
                                str(error.params.get("message", f"Injected {status} (twin fault).")))
         storm = faults.active("throttle_storm", **attrs)
         if storm is not None:
+            scope["twin.fault"] = "throttle_storm"
             retry_after = max(1, int(storm.params.get("retry_after", 5)))
             headers = {"Retry-After": str(retry_after)}
             if self.service == "arm":
