@@ -53,7 +53,7 @@ def test_defaults():
 
 def test_overrides(tmp_path):
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("x")
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
     p = S.load_params({**BASE, "SKR_VAULT_URL": "https://127.0.0.1:8443", "SKR_KEY_VERSION": "abc123",
                        "SKR_MODE": "AzureAttestSKR", "SKR_RETRY_WINDOW_SECONDS": "0", "SKR_ENC": "RSA_AES_KEY_WRAP_384",
                        "SKR_OUTPUT_PATH": str(tmp_path / "k.jws"), "SKR_IMDS_URL": "http://127.0.0.1:9000/",
@@ -108,6 +108,14 @@ def test_bad_parameters(env, code, name):
     for value in env.values():  # the value itself is never echoed
         if value and len(value.strip()) > 3:
             assert value.strip() not in err.value.text
+
+
+def test_ca_bundle_needs_a_certificate(tmp_path):
+    empty = tmp_path / "empty.pem"
+    empty.write_text("no certificates here\n")
+    with pytest.raises(S.ParamError) as err:
+        S.load_params({**BASE, "SKR_CA_BUNDLE": str(empty)})
+    assert err.value.text.startswith("SKR_CA_BUNDLE: ")
 
 
 # ---------------------------------------------------------------------- attestation output

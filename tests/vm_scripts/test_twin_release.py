@@ -194,6 +194,20 @@ def test_imds_failed_without_an_identity(twin, tmp_path, mode):
     assert_no_secrets(run, scenario)
 
 
+@pytest.mark.parametrize("mode", ["rest", "azureattestskr"])
+def test_user_assigned_identity_selector_reaches_imds(twin, tmp_path, mode):
+    """SKR_IMDS_CLIENT_ID is IMDS's client_id (rest) and AzureAttestSKR's IMDS_CLIENT_ID."""
+    scenario = arrange(twin, tmp_path)
+    principal = twin.principal(scenario.vm.principal_id)
+    assert principal is not None
+    wrong = run_script(scenario, SKR_MODE=mode, SKR_IMDS_CLIENT_ID="00000000-0000-0000-0000-000000000001")
+    assert wrong.summary[:2] == (2, "imds_failed")
+    right = run_script(scenario, SKR_MODE=mode, SKR_IMDS_CLIENT_ID=principal.app_id)
+    assert right.summary[:2] == (0, "released")
+    for run in (wrong, right):
+        assert_no_secrets(run, scenario)
+
+
 def test_imds_failed_after_retrying_transient_errors(twin, tmp_path):
     scenario = arrange(twin, tmp_path)
     twin.faults.add("imds_error", status=503, vm=scenario.vm.resource_id)

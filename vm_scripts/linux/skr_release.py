@@ -214,8 +214,8 @@ def load_params(env: Mapping[str, str]) -> Params:
     imds_url = _https_origin("SKR_IMDS_URL", get("SKR_IMDS_URL", "http://169.254.169.254"),
                              ("http", "https"))
     ca_bundle = get("SKR_CA_BUNDLE")
-    if ca_bundle and not (os.path.isfile(ca_bundle) and os.access(ca_bundle, os.R_OK)):
-        raise ParamError("invalid_parameter", "SKR_CA_BUNDLE", "is not a readable file")
+    if ca_bundle and not _has_certificate(ca_bundle):
+        raise ParamError("invalid_parameter", "SKR_CA_BUNDLE", "is not a readable PEM file with a certificate")
     api_version = get("SKR_KEYVAULT_API_VERSION", "7.4")
     if not re.match(r"^(7\.([3-9]|[1-9][0-9])|([89]|[1-9][0-9]+)\.[0-9]+|20[0-9]{2}-[0-9]{2}-[0-9]{2})(-preview)?$",
                     api_version):
@@ -243,6 +243,14 @@ def load_params(env: Mapping[str, str]) -> Params:
         tool_timeout=_number("SKR_TOOL_TIMEOUT_SECONDS", get("SKR_TOOL_TIMEOUT_SECONDS", "300"),
                              1, 5400),
     )
+
+
+def _has_certificate(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return b"-----BEGIN CERTIFICATE-----" in handle.read()
+    except OSError:
+        return False
 
 
 def _number(name: str, text: str, low: float, high: float) -> float:
@@ -859,10 +867,11 @@ def log(text: str) -> None:
     sys.stderr.flush()
 
 
-def run_tool(argv: List[str], timeout: float) -> Tuple[int, str, str]:
+def run_tool(argv: List[str], timeout: float, extra_env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
     """Run a VM tool with its output captured (never passed through) and tracing switched off."""
     env = dict(os.environ)
     env.pop("SKR_TRACE_ON", None)  # AzureAttestSKR tracing can print tokens
+    env.update(extra_env or {})
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, timeout=timeout, env=env, check=False)
@@ -1027,10 +1036,11 @@ def release_azureattestskr(p: Params, counter: List[int]) -> Released:
     """Mode azureattestskr: the installed tool attests, releases and unwraps in one process."""
     key_url = requested_key_id(p)
     argv = [*p.azureattestskr_command, "-a", p.maa_endpoint, "-k", key_url, "-c", "imds", "-r"]
+    tool_env = {"IMDS_CLIENT_ID": p.imds_client_id} if p.imds_client_id else {}  # the tool's selector
 
     def attempt() -> None:
         counter[0] += 1
-        code, out, err = run_tool(argv, p.tool_timeout)
+        code, out, err = run_tool(argv, p.tool_timeout, tool_env)
         log("AzureAttestSKR run %d: exit %d" % (counter[0], code))
         if code == 0:
             return

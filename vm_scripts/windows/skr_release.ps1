@@ -311,6 +311,11 @@ function Get-Number([string]$Name, [string]$Text, [double]$Low, [double]$High) {
     return $value
 }
 
+function Test-Certificate([string]$Path) {
+    try { return ([System.IO.File]::ReadAllText($Path)).Contains('-----BEGIN CERTIFICATE-----') }
+    catch { return $false }
+}
+
 function Get-Value([string]$Value, [string]$Default = '') {
     if ($null -eq $Value -or $Value.Trim() -eq '') { return $Default }
     return $Value.Trim()
@@ -350,8 +355,8 @@ function Read-Params {
     }
     $p.ImdsUrl = Get-Origin 'SKR_IMDS_URL' (Get-Value $SKR_IMDS_URL 'http://169.254.169.254') @('http', 'https')
     $p.CaBundle = Get-Value $SKR_CA_BUNDLE
-    if ($p.CaBundle -and -not (Test-Path -LiteralPath $p.CaBundle -PathType Leaf)) {
-        throw (New-ParamError 'invalid_parameter' 'SKR_CA_BUNDLE' 'is not a readable file')
+    if ($p.CaBundle -and -not (Test-Certificate $p.CaBundle)) {
+        throw (New-ParamError 'invalid_parameter' 'SKR_CA_BUNDLE' 'is not a readable PEM file with a certificate')
     }
     $p.ApiVersion = Get-Value $SKR_KEYVAULT_API_VERSION '7.4'
     if ($p.ApiVersion -cnotmatch '^(7\.([3-9]|[1-9][0-9])|([89]|[1-9][0-9]+)\.[0-9]+|20[0-9]{2}-[0-9]{2}-[0-9]{2})(-preview)?$') {
@@ -645,7 +650,7 @@ function Join-CommandLine([string[]]$Items) {
     return ($quoted -join ' ')
 }
 
-function Invoke-Tool([string[]]$Argv, [double]$Timeout) {
+function Invoke-Tool([string[]]$Argv, [double]$Timeout, [hashtable]$ExtraEnv = @{}) {
     # Run a VM tool with its output captured (never passed through) and tracing switched off.
     $toolName = Format-Sanitized ([System.IO.Path]::GetFileName($Argv[0])) 80
     $psi = New-Object System.Diagnostics.ProcessStartInfo
@@ -657,6 +662,7 @@ function Invoke-Tool([string[]]$Argv, [double]$Timeout) {
     $psi.RedirectStandardOutput = $true
     $psi.RedirectStandardError = $true
     if ($psi.EnvironmentVariables.ContainsKey('SKR_TRACE_ON')) { $psi.EnvironmentVariables.Remove('SKR_TRACE_ON') }
+    foreach ($name in $ExtraEnv.Keys) { $psi.EnvironmentVariables[$name] = [string]$ExtraEnv[$name] }
     $process = New-Object System.Diagnostics.Process
     $process.StartInfo = $psi
     try { [void]$process.Start() }
@@ -851,9 +857,11 @@ function Get-ToolExitClass([int]$Code, [string]$Output) {
 function Invoke-ReleaseAzureAttestSkr($p) {
     $keyUrl = Get-RequestedKeyId $p
     $script:ToolArgv = @($p.AzureAttestSkrCommand) + @('-a', $p.MaaEndpoint, '-k', $keyUrl, '-c', 'imds', '-r')
+    $script:ToolEnv = @{}
+    if ($p.ImdsClientId) { $script:ToolEnv['IMDS_CLIENT_ID'] = $p.ImdsClientId }   # the tool's selector
     [void](Invoke-InWindow $p {
         $script:Attempts++
-        $run = Invoke-Tool $script:ToolArgv $p.ToolTimeout
+        $run = Invoke-Tool $script:ToolArgv $p.ToolTimeout $script:ToolEnv
         Write-Log ('AzureAttestSKR run {0}: exit {1}' -f $script:Attempts, $run.Code)
         if ($run.Code -ne 0) { throw (Get-ToolExitClass $run.Code ($run.Out + "`n" + $run.Err)) }
         return $true
