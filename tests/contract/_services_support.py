@@ -17,12 +17,13 @@ from contextlib import contextmanager
 from typing import Any
 
 from azure.core.credentials import AccessToken
-from azure.keyvault.keys import KeyClient
+from azure.keyvault.keys import KeyClient, KeyReleasePolicy, KeyVaultKey
 from azure.keyvault.keys._shared import http_challenge_cache
 
 from localdev.twin.core import Twin, TwinConfig
 from skr import clients
 from skr.clients import ClientConfig, ClientFactory
+from skr.policy import ClaimCondition, build_policy, policy_json_bytes
 from skr.settings import Settings, load_settings
 
 
@@ -132,6 +133,19 @@ def operator_keys(twin: Twin) -> KeyClient:
         verify_challenge_resource=False,
         connection_verify=twin.ca_bundle_path,
     )
+
+
+def exportable_key(twin: Twin, name: str, policy: bytes) -> KeyVaultKey:
+    """An exportable RSA-HSM key with ``policy``, made by the operator (state the app finds, not makes)."""
+    return operator_keys(twin).create_rsa_key(
+        name, size=2048, hardware_protected=True, exportable=True, release_policy=KeyReleasePolicy(policy)
+    )
+
+
+def other_policy(twin: Twin) -> bytes:
+    """A valid release policy for the twin's MAA that differs from the app's default one."""
+    condition = ClaimCondition.of("x-ms-isolation-tee.x-ms-attestation-type", "equals", "tdxvm")
+    return policy_json_bytes(build_policy(twin.urls.maa, [condition]))
 
 
 _names = itertools.count(1)

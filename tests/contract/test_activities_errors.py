@@ -5,14 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from azure.keyvault.keys import KeyReleasePolicy
 
 from activities._common import ActivityInputError
 from localdev.twin.core import Twin
 from skr.activity_result import parse
 from skr.models import FailureCode, KeyRef, RoleRef, VaultResourceId, VmFacts, VmResourceId
-from skr.policy import ClaimCondition, build_policy, policy_json_bytes
-from tests.contract._services_support import activity_env, call_activity, operator_keys, started_twin, unique
+from tests.contract._services_support import (
+    activity_env,
+    call_activity,
+    exportable_key,
+    other_policy,
+    started_twin,
+    unique,
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +44,7 @@ def test_missing_vm_is_vm_not_found(twin: Twin, env: None) -> None:
 
 def test_policy_mismatch_is_an_envelope_error(twin: Twin, env: None) -> None:
     name = unique("cvm")
-    other = build_policy(
-        twin.urls.maa, [ClaimCondition.of("x-ms-isolation-tee.x-ms-attestation-type", "equals", "tdxvm")]
-    )
-    operator_keys(twin).create_rsa_key(
-        name,
-        size=2048,
-        hardware_protected=True,
-        exportable=True,
-        release_policy=KeyReleasePolicy(policy_json_bytes(other)),
-    )
+    exportable_key(twin, name, other_policy(twin))
     vm = VmFacts(vm_id=VmResourceId.parse(twin.vm_resource_id("any")))
     assert error_of("ensure_key", {"vm": vm.to_json(), "key_name": name}) == (FailureCode.KEY_POLICY_MISMATCH, False)
 

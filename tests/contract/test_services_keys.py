@@ -7,19 +7,20 @@ from collections.abc import Iterator
 
 import pytest
 from azure.core.exceptions import HttpResponseError
-from azure.keyvault.keys import KeyReleasePolicy
 
 from localdev.twin import roles
 from localdev.twin.core import Twin
 from skr.errors import Operation, SkrError, classify
 from skr.models import FailureCode, KeyRef, VmFacts, VmResourceId
-from skr.policy import ClaimCondition, build_policy, decode_policy, policy_json_bytes, same_policy
+from skr.policy import decode_policy, policy_json_bytes, same_policy
 from skr.services.keys import KeyService
 from skr.settings import SettingsError
 from tests.contract._services_support import (
     app_settings,
+    exportable_key,
     factory_for,
     operator_keys,
+    other_policy,
     started_twin,
     unique,
 )
@@ -40,14 +41,6 @@ def service(twin: Twin, **overrides: str | None) -> KeyService:
 
 def facts(twin: Twin, name: str, tags: dict[str, str] | None = None) -> VmFacts:
     return VmFacts(vm_id=VmResourceId.parse(twin.vm_resource_id(name)), tags=tags or {})
-
-
-def other_policy_bytes(twin: Twin) -> bytes:
-    """A valid policy for the same authority that differs from the configured default."""
-    policy = build_policy(
-        twin.urls.maa, [ClaimCondition.of("x-ms-isolation-tee.x-ms-attestation-type", "equals", "tdxvm")]
-    )
-    return policy_json_bytes(policy)
 
 
 def test_creates_an_exportable_rsa_hsm_key_with_the_configured_policy(twin: Twin) -> None:
@@ -86,13 +79,7 @@ def test_an_equivalent_policy_in_another_order_is_reused(twin: Twin) -> None:
     rule = configured["anyOf"][0]
     rule["allOf"] = list(reversed(rule["allOf"]))
     rule["authority"] = rule["authority"].upper().replace("HTTPS://", "https://") + "/"
-    created = operator_keys(twin).create_rsa_key(
-        name,
-        size=2048,
-        hardware_protected=True,
-        exportable=True,
-        release_policy=KeyReleasePolicy(json.dumps(configured).encode()),
-    )
+    created = exportable_key(twin, name, json.dumps(configured).encode())
     ref = keys.ensure(name)
     assert not ref.created and ref.version == created.properties.version
 
@@ -100,13 +87,7 @@ def test_an_equivalent_policy_in_another_order_is_reused(twin: Twin) -> None:
 def test_policy_mismatch_fails_by_default_and_changes_nothing(twin: Twin) -> None:
     name = unique("cvm")
     operator = operator_keys(twin)
-    original = operator.create_rsa_key(
-        name,
-        size=2048,
-        hardware_protected=True,
-        exportable=True,
-        release_policy=KeyReleasePolicy(other_policy_bytes(twin)),
-    )
+    original = exportable_key(twin, name, other_policy(twin))
     with pytest.raises(SkrError) as caught:
         service(twin).ensure(name)
     error = caught.value.error
@@ -119,13 +100,7 @@ def test_policy_mismatch_fails_by_default_and_changes_nothing(twin: Twin) -> Non
 def test_policy_mismatch_new_version_mode_adds_a_version_with_the_configured_policy(twin: Twin) -> None:
     name = unique("cvm")
     operator = operator_keys(twin)
-    original = operator.create_rsa_key(
-        name,
-        size=2048,
-        hardware_protected=True,
-        exportable=True,
-        release_policy=KeyReleasePolicy(other_policy_bytes(twin)),
-    )
+    original = exportable_key(twin, name, other_policy(twin))
     ref = service(twin, SKR_KEY_POLICY_MISMATCH="new_version").ensure(name)
     assert ref.created and ref.version != original.properties.version
     latest = operator.get_key(name)
@@ -205,13 +180,7 @@ def test_disable_turns_off_every_version_of_a_per_vm_key(twin: Twin) -> None:
     keys = service(twin, SKR_KEY_POLICY_MISMATCH="new_version")
     name = unique("cvm")
     operator = operator_keys(twin)
-    operator.create_rsa_key(
-        name,
-        size=2048,
-        hardware_protected=True,
-        exportable=True,
-        release_policy=KeyReleasePolicy(other_policy_bytes(twin)),
-    )
+    exportable_key(twin, name, other_policy(twin))
     ref = keys.ensure(name)  # a second version
     assert keys.disable(ref) is True
     versions = list(operator.list_properties_of_key_versions(name))
