@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import traceback
 
 _RPC_EXCEPTION = "Microsoft.Azure.WebJobs.Script.Workers.Rpc.RpcException"
@@ -24,8 +25,13 @@ def worker_message(exc: BaseException) -> str:
         return "Unhandled exception in function. Could not serialize original exception message."
 
 
+_HOST_FRAMES = (f"{os.sep}localdev{os.sep}host{os.sep}", f"{os.sep}concurrent{os.sep}futures{os.sep}")
+
+
 def worker_stack(exc: BaseException) -> str:
-    return "".join(traceback.format_tb(exc.__traceback__))
+    """The user's frames only (the worker's own frames would be noise, and so are the host's)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not any(p in f.filename for p in _HOST_FRAMES)]
+    return "".join(traceback.format_list(frames))
 
 
 def rpc_exception_message(exc: BaseException) -> str:

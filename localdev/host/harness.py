@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -400,6 +400,13 @@ class LocalHost:
             pending["clock_busy"] = self.clock.busy_count
             pending["clock_timers"] = self.clock.pending_timers()
         return ", ".join(f"{k}={v}" for k, v in pending.items())
+
+    @contextlib.contextmanager
+    def hold_clock(self) -> Iterator[None]:
+        """Keep a virtual clock from jumping while the test scripts several steps "at one instant"
+        (it jumps to the next timer whenever the host is idle, e.g. between two test statements)."""
+        with self.clock.busy():
+            yield
 
     def advance_clock(self, seconds: float) -> None:
         if not isinstance(self.clock, VirtualClock):

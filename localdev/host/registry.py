@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,9 +131,22 @@ def _kind(trigger_type: str) -> str:
     }.get(trigger_type, "other")
 
 
+_INDEXED: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def indexed_functions(app: Any) -> list[Any]:
+    """``app.get_functions()`` once per app: azure-functions refuses a second call (it re-validates
+    names against what it recorded the first time), and the worker also indexes only once."""
+    functions = _INDEXED.get(app)
+    if functions is None:
+        functions = list(app.get_functions())
+        _INDEXED[app] = functions
+    return functions
+
+
 def build_registry(app: Any) -> Registry:
     registry = Registry()
-    for function in app.get_functions():
+    for function in indexed_functions(app):
         bindings = _binding_dicts(function)
         trigger = next((b for b in bindings if b["type"].lower().endswith("trigger")), None)
         if trigger is None:
