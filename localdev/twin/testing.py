@@ -75,10 +75,16 @@ def key_client(twin: Twin, principal_id: str | None = None, vault: str | None = 
                      **client_kwargs(twin, **overrides))
 
 
-def publisher_client(twin: Twin, credential: Any, **overrides: Any) -> Any:
+def publisher_client(twin: Twin, credential: Any) -> Any:
+    """An EventGridPublisherClient for the twin's topic.
+
+    azure-eventgrid 4.22 does not forward constructor kwargs to the basic-topic pipeline, so pass
+    the CA per call: ``client.send(events, connection_verify=twin.ca_bundle_path)`` (or set
+    REQUESTS_CA_BUNDLE, which the requests transport honours).
+    """
     from azure.eventgrid import EventGridPublisherClient
 
-    return EventGridPublisherClient(twin.urls.events, credential, **client_kwargs(twin, **overrides))
+    return EventGridPublisherClient(twin.urls.events, credential)
 
 
 def clear_challenge_cache() -> None:
@@ -209,7 +215,7 @@ class Webhook:
                 self._reply(status)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, name="test-webhook", daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), name="test-webhook", daemon=True).start()
         return self
 
     def stop(self) -> None:
