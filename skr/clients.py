@@ -10,6 +10,7 @@ a durable timer, where it costs nothing and survives restarts.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -80,6 +81,16 @@ class BoundedRetryPolicy(RetryPolicy[Any, Any]):
         return bool(super().is_retry(settings, response))
 
 
+class _PerCallKeywordNoise(logging.Filter):
+    """The basic-topic send also hands per-call keywords to its event model, which logs each as unknown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "is not a known attribute of class" not in record.getMessage()
+
+
+_EVENTGRID_MODEL_LOGGER = "azure.eventgrid._legacy._generated._serialization"
+
+
 class TopicPublisher:
     """An Event Grid basic-topic publisher whose transport and retry settings actually apply.
 
@@ -90,6 +101,9 @@ class TopicPublisher:
     def __init__(self, client: EventGridPublisherClient, call_kwargs: dict[str, Any]) -> None:
         self.client = client
         self._call_kwargs = call_kwargs
+        model_logger = logging.getLogger(_EVENTGRID_MODEL_LOGGER)
+        if not any(isinstance(f, _PerCallKeywordNoise) for f in model_logger.filters):
+            model_logger.addFilter(_PerCallKeywordNoise())
 
     def send(self, events: list[CloudEvent[Any]]) -> None:
         self.client.send(events, **self._call_kwargs)

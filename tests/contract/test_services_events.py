@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +58,8 @@ def published_for(twin: Twin, subject: VmResourceId) -> list[dict[str, Any]]:
     return [r for r in twin.events.published if r["event"].get("subject") == str(subject)]
 
 
-def test_publishes_a_cloud_event_with_the_result_as_data(twin: Twin) -> None:
+def test_publishes_a_cloud_event_with_the_result_as_data(twin: Twin, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     subject = vm_id(twin)
     data = released(subject)
     publisher = EventPublisher(factory_for(app_settings(twin)), source="/skr-orchestrator/test")
@@ -70,6 +72,7 @@ def test_publishes_a_cloud_event_with_the_result_as_data(twin: Twin) -> None:
     assert event["source"] == "/skr-orchestrator/test"
     assert event["specversion"] == "1.0"
     assert event["data"] == data
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("azure.eventgrid")] == []
 
 
 def test_a_retried_publish_repeats_the_event_id(twin: Twin) -> None:
