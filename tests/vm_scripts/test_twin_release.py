@@ -172,9 +172,10 @@ def test_key_not_found(twin, tmp_path, mode):
     assert_no_secrets(run, scenario)
 
 
-def test_not_exportable(twin, tmp_path):
+@pytest.mark.parametrize("mode", ["rest", "azureattestskr"])
+def test_not_exportable(twin, tmp_path, mode):
     scenario = arrange(twin, tmp_path, key="plain")
-    run = run_script(scenario)
+    run = run_script(scenario, SKR_MODE=mode)
     assert run.summary == (3, "not_exportable", "BadParameter", 400)
     assert_no_secrets(run, scenario)
 
@@ -229,12 +230,12 @@ def test_imds_transient_errors_are_retried_to_success(twin, tmp_path):
 
 
 # ------------------------------------------------------------------------------ http_error
-def test_http_error_retryable_when_key_vault_is_down(twin, tmp_path):
+@pytest.mark.parametrize("mode", ["rest", "azureattestskr"])
+def test_http_error_retryable_when_key_vault_is_down(twin, tmp_path, mode):
     scenario = arrange(twin, tmp_path)
     twin.faults.add("kv_outage", path=scenario.key_name)
-    run = run_script(scenario, SKR_RETRY_WINDOW_SECONDS="10")
-    assert run.code == 2
-    assert (run.result["outcome"], run.result["http_status"], run.result["retryable"]) == ("http_error", 503, True)
+    run = run_script(scenario, SKR_MODE=mode, SKR_RETRY_WINDOW_SECONDS="10")
+    assert run.summary == (2, "http_error", "ServiceUnavailable", 503)
     assert run.result["attempts"] == 4  # t = 0, 2, 6, 10
     assert_no_secrets(run, scenario)
 

@@ -471,8 +471,9 @@ function Read-TrustAnchors([string]$CaBundle) {
 
 function Confirm-ReleaseJws([string]$Jws, [string]$VaultHost) {
     try { $jwt = Read-Compact $Jws } catch { throw (New-VerifyError 'jws_malformed' 'release value is not a compact JWS') }
-    $hashName = $JWS_HASHES[[string](Get-Member2 $jwt.Header 'alg')]
-    if (-not $hashName) { throw (New-VerifyError 'jws_malformed' 'unsupported JWS alg') }
+    $alg = [string](Get-Member2 $jwt.Header 'alg')
+    if (@($JWS_HASHES.Keys) -cnotcontains $alg) { throw (New-VerifyError 'jws_malformed' 'unsupported JWS alg') }
+    $hashName = $JWS_HASHES[$alg]
     $x5cProperty = $jwt.Header.PSObject.Properties['x5c']
     if ($null -eq $x5cProperty -or $x5cProperty.Value -isnot [System.Array]) {
         throw (New-VerifyError 'jws_malformed' 'JWS header has no usable x5c')
