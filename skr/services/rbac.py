@@ -104,12 +104,13 @@ class RbacService:
         except HttpResponseError as exc:
             if _azure_code(exc, Operation.ROLE_DEFINITION) != "roledefinitionwithsamenameexists":
                 raise
-            return self._adopt_role_named(name, scope, exc)
+            return self._adopt_role_named(name, exc)
 
-    def _adopt_role_named(self, name: str, scope: str, error: HttpResponseError) -> RoleRef:
+    def _adopt_role_named(self, name: str, error: HttpResponseError) -> RoleRef:
         """Role names are tenant-unique: a same-named role made elsewhere is used if it is least-privilege."""
         wanted = name.strip().lower()
-        for definition in self._client().role_definitions.list(scope, filter=f"roleName eq '{name}'"):
+        # Listing at the vault shows exactly the roles assignable there (ours to adopt or refuse).
+        for definition in self._client().role_definitions.list(str(self.vault), filter=f"roleName eq '{name}'"):
             if (definition.role_name or "").strip().lower() != wanted:
                 continue
             if self._suitable(definition):

@@ -96,7 +96,7 @@ def test_custom_role_drifted_to_more_rights_is_repaired(twin: Twin) -> None:
     assert twin.rbac.definitions[role.role_definition_id.guid].permissions[0]["actions"] == []
 
 
-def _operator_role(twin: Twin, name: str, guid: str, data_actions: list[str]) -> None:
+def _operator_role(twin: Twin, name: str, guid: str, data_actions: list[str], scope: str | None = None) -> None:
     """A same-named role made outside the app (different id), written straight into the twin's directory."""
     from localdev.twin.rbac import RoleDefinition
 
@@ -106,7 +106,7 @@ def _operator_role(twin: Twin, name: str, guid: str, data_actions: list[str]) ->
         description="made by hand",
         role_type="CustomRole",
         permissions=[{"actions": [], "notActions": [], "dataActions": data_actions, "notDataActions": []}],
-        assignable_scopes=[f"/subscriptions/{twin.config.subscription_id}"],
+        assignable_scopes=[scope or f"/subscriptions/{twin.config.subscription_id}"],
         created_on="2024-01-01T00:00:00Z",
         updated_on="2024-01-01T00:00:00Z",
     )
@@ -127,6 +127,16 @@ def test_same_named_role_with_other_rights_is_a_clear_conflict(twin: Twin) -> No
         service(twin, SKR_ROLE_MODE="custom", SKR_CUSTOM_ROLE_NAME=name).ensure_release_role()
     assert caught.value.error.code is FailureCode.CONFLICT
     assert "SKR_CUSTOM_ROLE_NAME" in caught.value.error.message
+
+
+def test_same_named_role_not_assignable_at_the_vault_is_the_arm_conflict(twin: Twin) -> None:
+    name = unique("Elsewhere")
+    elsewhere = f"/subscriptions/{twin.config.subscription_id}/resourceGroups/other-rg"
+    _operator_role(twin, name, "5a1d9f3e-0000-4000-8000-000000000003", [RELEASE_DATA_ACTION], elsewhere)
+    with pytest.raises(HttpResponseError) as caught:
+        service(twin, SKR_ROLE_MODE="custom", SKR_CUSTOM_ROLE_NAME=name).ensure_release_role()
+    error = classify(caught.value, Operation.ROLE_DEFINITION)
+    assert error.code is FailureCode.CONFLICT and error.azure_code == "RoleDefinitionWithSameNameExists"
 
 
 def test_custom_mode_without_role_write_rights_is_not_authorized() -> None:
