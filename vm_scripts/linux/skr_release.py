@@ -307,12 +307,12 @@ def check_attestation_output(output: str, now: float) -> Tuple[str, float]:
     if not token.startswith("eyJ") or any(c.isspace() for c in token):
         first = token.splitlines()[0] if token.splitlines() else ""
         raise SkrError("attestation_failed", "not_a_token",
-                         "attestation command output is not a token: " + sanitize(first, 160))
+                       "attestation command output is not a token: " + sanitize(first, 160))
     try:
         header, payload, _ = decode_compact(token)
     except (ValueError, UnicodeDecodeError):
         raise SkrError("attestation_failed", "malformed_token",
-                         "attestation output is not a well-formed JWT") from None
+                       "attestation output is not a well-formed JWT") from None
     if not isinstance(header.get("alg"), str):
         raise SkrError("attestation_failed", "malformed_token", "JWT header has no alg")
     exp = payload.get("exp")
@@ -844,11 +844,11 @@ def http_call(method: str, url: str, headers: Dict[str, str], body: Optional[byt
         reason = getattr(err, "reason", err)
         if isinstance(reason, ssl.SSLCertVerificationError):
             raise SkrError("http_error", "tls_verify_failed",
-                             "TLS certificate of " + urllib.parse.urlsplit(url).netloc + " is not trusted"
-                             ) from None
+                           "TLS certificate of " + urllib.parse.urlsplit(url).netloc + " is not trusted"
+                           ) from None
         raise SkrError("http_error", "connection_error",
-                         "cannot reach " + urllib.parse.urlsplit(url).netloc + ": " + type(reason).__name__,
-                         retry_in_window=True) from None
+                       "cannot reach " + urllib.parse.urlsplit(url).netloc + ": " + type(reason).__name__,
+                       retry_in_window=True) from None
 
 
 def _retry_after(headers: Mapping[str, str]) -> Optional[float]:
@@ -877,15 +877,15 @@ def run_tool(argv: List[str], timeout: float, extra_env: Optional[Dict[str, str]
                               stderr=subprocess.PIPE, timeout=timeout, env=env, check=False)
     except FileNotFoundError:
         raise SkrError("attestation_failed", "tool_not_found",
-                         "command not found: " + sanitize(os.path.basename(argv[0]), 80)) from None
+                       "command not found: " + sanitize(os.path.basename(argv[0]), 80)) from None
     except subprocess.TimeoutExpired:
         raise SkrError("attestation_failed", "tool_timeout",
-                         "%s did not finish within %g s" % (sanitize(os.path.basename(argv[0]), 80),
-                                                            timeout)) from None
+                       "%s did not finish within %g s" % (sanitize(os.path.basename(argv[0]), 80),
+                                                          timeout)) from None
     except OSError as err:
         raise SkrError("attestation_failed", "tool_failed",
-                         "cannot run " + sanitize(os.path.basename(argv[0]), 80) + ": "
-                         + type(err).__name__) from None
+                       "cannot run " + sanitize(os.path.basename(argv[0]), 80) + ": "
+                       + type(err).__name__) from None
     return (proc.returncode, proc.stdout.decode("utf-8", "replace"),
             proc.stderr.decode("utf-8", "replace"))
 
@@ -895,7 +895,7 @@ def attest(p: Params) -> Tuple[str, float]:
     code, out, _ = run_tool(argv, p.tool_timeout)
     if code != 0:
         raise SkrError("attestation_failed", "tool_exit_%d" % code,
-                         "attestation command exited with %d" % code)
+                       "attestation command exited with %d" % code)
     token, exp = check_attestation_output(out, time.time())
     log("attestation token ok (%d chars, valid for %d s)" % (len(token), exp - time.time()))
     return token, exp
@@ -924,10 +924,10 @@ def imds_token(p: Params, context: ssl.SSLContext) -> Tuple[str, float]:
                 expires_on = float(data.get("expires_on") or time.time() + float(data["expires_in"]))
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 raise SkrError("imds_failed", "malformed_response", "IMDS token response is malformed",
-                                 http_status=200, retryable=True) from None
+                               http_status=200, retryable=True) from None
             if not isinstance(token, str) or not token:
                 raise SkrError("imds_failed", "malformed_response", "IMDS returned no access token",
-                                 http_status=200, retryable=True)
+                               http_status=200, retryable=True)
             log("IMDS token ok (attempt %d)" % (attempt + 1))
             return token, expires_on
         code, message = _imds_error(resp)
@@ -975,7 +975,7 @@ def classify_release_error(status: int, body: str, retry_after: Optional[float] 
         return SkrError("attestation_failed", error_code, text, http_status=status)
     if status == 429 or status >= 500:
         return SkrError("http_error", error_code, text, http_status=status, retry_in_window=True,
-                          retry_after=retry_after)
+                        retry_after=retry_after)
     return SkrError("http_error", error_code, text, http_status=status)
 
 
@@ -1020,7 +1020,7 @@ def release_rest(p: Params, counter: List[int]) -> Released:
             raise TypeError
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise SkrError("jws_invalid", "jws_malformed", "release response has no value",
-                         http_status=200) from None
+                       http_status=200) from None
     try:
         payload = verify_release_jws(jws, load_trust_anchors(p.ca_bundle), time.time(),
                                      urllib.parse.urlsplit(p.vault_url).hostname or "")
@@ -1056,7 +1056,7 @@ def classify_tool_exit(code: int, output: str) -> SkrError:
         return SkrError("attestation_failed", "maa_failed", "AzureAttestSKR: attestation failed")
     if code == 3:
         return SkrError("imds_failed", "token_failed", "AzureAttestSKR: IMDS/Entra token failed",
-                          retryable=True)
+                        retryable=True)
     if code == 4:
         match = re.search(r"SKR HTTP request failed: HTTP (\d{3}): ?(.*)", output, re.S)
         if match:
@@ -1064,7 +1064,7 @@ def classify_tool_exit(code: int, output: str) -> SkrError:
         return SkrError("http_error", "unparsed_http_error", "AzureAttestSKR: Key Vault HTTP error")
     if code == 6:
         return SkrError("http_error", "transport_error", "AzureAttestSKR: transport error",
-                          retry_in_window=True)
+                        retry_in_window=True)
     if code == 5:
         return SkrError("internal_error", "crypto_error", "AzureAttestSKR: crypto failure")
     return SkrError("internal_error", "tool_exit_%d" % code, "AzureAttestSKR exited with %d" % code)
@@ -1104,10 +1104,10 @@ def prepare_output_dir(path: str) -> None:
         info = os.stat(directory)
     except OSError as err:
         raise SkrError("invalid_parameters", "output_dir_unusable",
-                         "SKR_OUTPUT_PATH: cannot create its directory (%s)" % type(err).__name__) from None
+                       "SKR_OUTPUT_PATH: cannot create its directory (%s)" % type(err).__name__) from None
     if info.st_uid != os.geteuid() or info.st_mode & 0o077:
         raise SkrError("invalid_parameters", "output_dir_not_private",
-                         "SKR_OUTPUT_PATH: directory must be owned by this user with mode 0700")
+                       "SKR_OUTPUT_PATH: directory must be owned by this user with mode 0700")
 
 
 def store_jws(path: str, jws: str) -> Tuple[str, str]:
@@ -1126,7 +1126,7 @@ def store_jws(path: str, jws: str) -> Tuple[str, str]:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise SkrError("internal_error", "store_failed",
-                         "cannot store the released key (%s)" % type(err).__name__) from None
+                       "cannot store the released key (%s)" % type(err).__name__) from None
     log("released key stored root-only")
     return path, hashlib.sha256(data).hexdigest()
 
