@@ -85,6 +85,13 @@ def run_command_log(twin: Twin) -> list[dict[str, Any]]:
         return [dict(entry) for entry in state.log]
 
 
+def managed_command(twin: Twin, vm: SimVm, name: str) -> ManagedCommand | None:
+    """The managed run command ``name`` of ``vm`` (with its latest execution), if it exists."""
+    state = _state(twin)
+    with state.lock:
+        return state.managed.get((vm.key, name.lower()))
+
+
 def _record(twin: Twin, kind: str, vm: SimVm, name: str | None, shown: dict[str, Any]) -> None:
     state = _state(twin)
     with state.lock:
@@ -279,11 +286,6 @@ class RunCommandApi:
         return Response(status_code=202, headers=twin.operations.headers(op, api_version))
 
     # ------------------------------------------------------------ managed run commands
-    def _find(self, vm: SimVm, name: str) -> ManagedCommand | None:
-        state = _state(self.twin)
-        with state.lock:
-            return state.managed.get((vm.key, name.lower()))
-
     def _missing(self, request: Request) -> Exception:
         p = request.path_params
         return arm_fail(404, "ResourceNotFound", f"The Resource '{RC_TYPE}/{p['vm']}/{p['name']}' under resource "
@@ -314,7 +316,7 @@ class RunCommandApi:
         tags = body.get("tags") or {}
         if not isinstance(tags, dict):
             raise _bad("Tags must be an object of string values.", "tags")
-        existing = self._find(vm, name)
+        existing = managed_command(self.twin, vm, name)
         self._ready(vm)
         named, args = _split(parameters + protected)
         echoed = {k: v for k, v in props.items() if k in _ECHOED}
@@ -369,7 +371,7 @@ class RunCommandApi:
         name = request.path_params["name"]
         self.twin.arm_call(request, READ, self._scope(request, f"/runCommands/{name}"))
         vm = self._vm(request)
-        command = self._find(vm, name)
+        command = managed_command(self.twin, vm, name)
         if command is None:
             raise self._missing(request)
         return JSONResponse(self._shown(command, request))

@@ -161,17 +161,13 @@ class Executor:
             claim_busy(twin, env, already_held=True)
             execution.workdir = workdir
             script = execution.script if execution.script is not None else _download(twin, execution.script_uri)
-            script_path = workdir / "script.sh"
-            script_path.write_text(script, encoding="utf-8")
-            script_path.chmod(0o700)
             env.update({k: v for k, v in execution.params.items() if v != ""})
-            command = " ".join([shlex.quote(str(script_path)), *(shlex.quote(a) for a in execution.args if a)])
+            argv = _command_line(execution, workdir, script)
             with execution.lock:
                 if execution.done:
                     return
-                execution.process = subprocess.Popen(["/bin/bash", "-c", command], cwd=workdir, env=env,
-                                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                     start_new_session=True)
+                execution.process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                                                     stderr=subprocess.PIPE, start_new_session=True)
             self._notify(execution.on_started, execution)
             try:
                 out, err = execution.process.communicate(timeout=self.settings.real_timeout_seconds)
@@ -253,7 +249,24 @@ class Executor:
 
 
 class _ScriptFetchError(Exception):
-    pass
+    """The script cannot be obtained or started (the run fails with this message)."""
+
+
+def _command_line(execution: Execution, workdir: Path, script: str) -> list[str]:
+    """How the guest agent starts the script: bash on Linux, PowerShell (when installed) on Windows."""
+    args = [a for a in execution.args if a]
+    if execution.vm.os_type == "Windows":
+        pwsh = shutil.which("pwsh")
+        if pwsh is None:
+            raise _ScriptFetchError("PowerShell (pwsh) is not installed on this machine: the twin cannot run "
+                                    "scripts for Windows VMs.")
+        path = workdir / "script.ps1"
+        path.write_text(script, encoding="utf-8")
+        return [pwsh, "-NoProfile", "-NonInteractive", "-File", str(path), *args]
+    path = workdir / "script.sh"
+    path.write_text(script, encoding="utf-8")
+    path.chmod(0o700)
+    return ["/bin/bash", "-c", " ".join([shlex.quote(str(path)), *(shlex.quote(a) for a in args)])]
 
 
 def _download(twin: Twin, uri: str | None) -> str:
