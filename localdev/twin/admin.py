@@ -81,7 +81,8 @@ class AdminApi:
         try:
             vm = self.twin.create_vm(
                 body["name"], resource_group=str(body.get("resource_group", "cvm-rg")),
-                tee=TeeProfile(body.get("tee", TeeProfile.COMPLIANT_CVM.value)), os_type=str(body.get("os_type", "Linux")),
+                tee=TeeProfile(body.get("tee", TeeProfile.COMPLIANT_CVM.value)),
+                os_type=str(body.get("os_type", "Linux")),
                 identity=bool(body.get("identity", True)), tags={str(k): str(v) for k, v in tags.items()},
                 location=body.get("location"), caller_principal_id=body.get("caller_principal_id"))
         except ValueError as exc:
@@ -189,8 +190,8 @@ class AdminApi:
             counters.reset()
             return Response(status_code=204)
         q = request.query_params
-        rows = [r for r in counters.rows()
-                if all(q.get(k) is None or str(r[k]).lower() == q[k].lower() for k in ("caller", "service", "operation"))]
+        keys = ("caller", "service", "operation")
+        rows = [r for r in counters.rows() if all(q.get(k) is None or str(r[k]).lower() == q[k].lower() for k in keys)]
         return JSONResponse({"value": rows, "total": sum(r["count"] for r in rows)})
 
     async def clock(self, _: Request) -> Response:

@@ -50,8 +50,8 @@ def _parse_filter(raw: str | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if not raw:
         return result
-    for clause in re.split(r"\s+and\s+", raw.strip(), flags=re.IGNORECASE):
-        clause = clause.strip()
+    for part in re.split(r"\s+and\s+", raw.strip(), flags=re.IGNORECASE):
+        clause = part.strip()
         if re.fullmatch(r"atScope\(\)", clause, re.IGNORECASE):
             result["at_scope"] = True
         elif re.fullmatch(r"atScopeAndBelow\(\)", clause, re.IGNORECASE):
@@ -101,8 +101,8 @@ class AuthorizationApi:
                                f"{', '.join(PRINCIPAL_TYPES)}.")
         definition = twin.rbac.find_definition(role_guid_of(role_definition_id))
         if definition is None or not _GUID.match(role_guid_of(role_definition_id)):
-            raise arm_fail(404, "RoleDefinitionDoesNotExist",
-                           f"The specified role definition with ID '{role_guid_of(role_definition_id)}' does not exist.")
+            raise arm_fail(404, "RoleDefinitionDoesNotExist", "The specified role definition with ID "
+                           f"'{role_guid_of(role_definition_id)}' does not exist.")
         with twin.rbac.lock:
             existing = twin.rbac.assignments.get(name.lower())
             if existing is not None:
@@ -211,6 +211,10 @@ class AuthorizationApi:
     def _definition_sub(self, scope: str) -> str | None:
         return subscription_of(scope)
 
+    def _read_scope(self, scope: str) -> str:
+        """Role definitions read at the root ("/providers/...") are authorised at the subscription."""
+        return scope if scope != "/" else f"/subscriptions/{self.twin.config.subscription_id}"
+
     async def put_definition(self, request: Request) -> Response:
         twin = self.twin
         require_api_version(request)
@@ -296,7 +300,7 @@ class AuthorizationApi:
         scope, guid = _scope_of(request), request.path_params["guid"]
         if scope != "/":
             _check_scope(twin, scope)
-        twin.arm_call(request, f"{_RD}/read", scope if scope != "/" else f"/subscriptions/{twin.config.subscription_id}")
+        twin.arm_call(request, f"{_RD}/read", self._read_scope(scope))
         definition = self._find_definition(scope, guid)
         if definition is None:
             raise arm_fail(404, "RoleDefinitionDoesNotExist", f"The specified role definition with ID '{guid}' does "
@@ -330,7 +334,7 @@ class AuthorizationApi:
         scope = _scope_of(request)
         if scope != "/":
             _check_scope(twin, scope)
-        twin.arm_call(request, f"{_RD}/read", scope if scope != "/" else f"/subscriptions/{twin.config.subscription_id}")
+        twin.arm_call(request, f"{_RD}/read", self._read_scope(scope))
         filters = _parse_filter(query_param(request, "$filter"))
         below = filters.get("at_scope_and_below", False)
         with twin.rbac.lock:
@@ -348,7 +352,8 @@ class AuthorizationApi:
         return JSONResponse(page(request, selected, twin.config.arm_page_size))
 
     def routes(self) -> list[BaseRoute]:
-        ra, rd = "providers/Microsoft.Authorization/roleAssignments", "providers/Microsoft.Authorization/roleDefinitions"
+        ra = "providers/Microsoft.Authorization/roleAssignments"
+        rd = "providers/Microsoft.Authorization/roleDefinitions"
         return [
             ci_route(f"/{rd}/{{guid}}", self.get_definition, ["GET"]),
             ci_route(f"/{rd}", self.list_definitions, ["GET"]),

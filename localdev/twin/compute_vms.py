@@ -270,13 +270,13 @@ class ComputeApi:
         vm_size = str((props.get("hardwareProfile") or {}).get("vmSize") or "Standard_DC2as_v5")
         existing = twin.find_vm(resource_id)
         if existing is not None:
-            return self._update(request, existing, tee, tags, wants_identity, caller)
+            return self._update(request, existing, tee, tags, wants_identity=wants_identity, caller=caller)
         validate_vm_name(request.path_params["vm"])
         os_type = _os_type(props)
-        state = "Creating"
-        vm = await asyncio.to_thread(build_vm, twin, request.path_params["vm"], resource_group=request.path_params["rg"],
-                                     tee=tee, os_type=os_type, identity=wants_identity, tags=tags,
-                                     location=location.replace(" ", "").lower(), vm_size=vm_size, state=state)
+        vm = await asyncio.to_thread(build_vm, twin, request.path_params["vm"],
+                                     resource_group=request.path_params["rg"], tee=tee, os_type=os_type,
+                                     identity=wants_identity, tags=tags, location=location.replace(" ", "").lower(),
+                                     vm_size=vm_size, state="Creating")
 
         def provisioned(_: Operation) -> None:
             if not vm.deleted:
@@ -289,7 +289,7 @@ class ComputeApi:
         headers = {"Azure-AsyncOperation": twin.operations.urls(op, api_version)[0]}
         return JSONResponse(vm_json(twin, vm), status_code=201, headers=headers)
 
-    def _update(self, request: Request, vm: SimVm, tee: TeeProfile, tags: dict[str, str], wants_identity: bool,
+    def _update(self, request: Request, vm: SimVm, tee: TeeProfile, tags: dict[str, str], *, wants_identity: bool,
                 caller: Principal) -> Response:
         twin = self.twin
         if vm.provisioning_state == "Deleting":

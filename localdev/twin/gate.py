@@ -103,7 +103,8 @@ def _challenge_headers(twin: Twin) -> dict[str, str]:
 def authenticate_kv(twin: Twin, request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
-        raise TwinHttpError(kv_error_response(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.",
+        raise TwinHttpError(kv_error_response(401, "Unauthorized",
+                                              "AKV10000: Request is missing a Bearer or PoP token.",
                                               headers=_challenge_headers(twin)))
     try:
         return twin.identity.verify(token, VAULT_AUDIENCE)

@@ -32,7 +32,7 @@ _CURVES: dict[str, type[ec.EllipticCurve]] = {"P-256": ec.SECP256R1, "P-384": ec
                                               "P-256K": ec.SECP256K1}
 _RSA_OPS = ["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"]
 _EC_OPS = ["sign", "verify"]
-_ALL_OPS = frozenset(_RSA_OPS + ["import", "export"])
+_ALL_OPS = frozenset([*_RSA_OPS, "import", "export"])
 _KEYS = "Microsoft.KeyVault/vaults/keys"
 ACTIONS = {
     "read": f"{_KEYS}/read", "create": f"{_KEYS}/create/action", "update": f"{_KEYS}/update/action",
@@ -362,7 +362,8 @@ class KeyVaultApi:
     async def list_keys(self, request: Request) -> Response:
         vault, _ = self._call(request, "read")
         with self.twin.lock:
-            keys = sorted((k for k in vault.keys.values() if not k.deleted and k.versions), key=lambda k: k.name.lower())
+            keys = sorted((k for k in vault.keys.values() if not k.deleted and k.versions),
+                          key=lambda k: k.name.lower())
             items = [self.item(vault, k, k.latest, versioned=False) for k in keys]
         return JSONResponse(self._page(request, items))
 

@@ -17,7 +17,8 @@ def vm_resource_id(subscription_id: str, resource_group: str, name: str) -> str:
 
 
 def vault_resource_id(subscription_id: str, resource_group: str, name: str) -> str:
-    return f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}/providers/Microsoft.KeyVault/vaults/{name}"
+    return (f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{name}")
 
 
 def parse_vm_id(resource_id: str) -> tuple[str, str, str] | None:
@@ -37,7 +38,7 @@ def normalize_scope(scope: str) -> str:
 def scope_covers(outer: str, inner: str) -> bool:
     """True when ``inner`` is ``outer`` or lies below it (segment-aware, case-insensitive)."""
     outer_n, inner_n = normalize_scope(outer), normalize_scope(inner)
-    return outer_n == "/" or inner_n == outer_n or inner_n.startswith(outer_n + "/")
+    return outer_n in ("/", inner_n) or inner_n.startswith(outer_n + "/")
 
 
 def subscription_of(scope: str) -> str | None:

@@ -31,7 +31,7 @@ _KV_MANAGEMENT_READS = [
 ]
 
 
-def _role(guid: str, name: str, description: str, actions: list[str], not_actions: list[str] | None = None,
+def _role(guid: str, name: str, description: str, actions: list[str], *, not_actions: list[str] | None = None,
           data_actions: list[str] | None = None) -> dict[str, Any]:
     return {
         "guid": guid,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import logging
 import socket
 import threading
@@ -44,8 +43,6 @@ log = logging.getLogger("localdev.twin")
 
 def _external_routes(module: str, twin: Twin) -> list[BaseRoute]:
     """Routes of a twin service module (``routes(twin)``)."""
-    if importlib.util.find_spec(f"localdev.twin.{module}") is None:  # TODO(twin-a): mount unconditionally
-        return []
     found: list[BaseRoute] = importlib.import_module(f"localdev.twin.{module}").routes(twin)
     return found
 
@@ -181,7 +178,7 @@ class TwinServer:
 
     def _app(self, service: str, routes: list[BaseRoute], vault: Vault | None = None) -> Starlette:
         app = Starlette(routes=[*routes, _fallback(service)], exception_handlers={TwinHttpError: _twin_error})
-        app.add_middleware(TwinMiddleware, twin=self.twin, service=service, vault=vault)  # type: ignore[arg-type]
+        app.add_middleware(TwinMiddleware, twin=self.twin, service=service, vault=vault)
         return app
 
     def _listeners(self) -> list[Listener]:
@@ -239,6 +236,7 @@ class TwinServer:
         self._bind_one(listener)
         server = self._uvicorn(listener)
         sock = listener.sock
+        assert sock is not None
 
         async def launch() -> None:
             self._extra_tasks.append(asyncio.ensure_future(server.serve(sockets=[sock])))

@@ -27,7 +27,7 @@ INFO_KEYS = {"arm_url", "subscription_id", "tenant_id", "vaults", "maa_url", "id
 
 def test_info_names_every_endpoint_and_defaults(twin: Twin) -> None:
     info = twin.info
-    assert INFO_KEYS <= set(info)
+    assert set(info) >= INFO_KEYS
     assert list(info["vaults"]) == ["skr-vault"]
     assert info["vaults"]["skr-vault"].startswith("https://127.0.0.1:")
     for key in ("arm_url", "maa_url", "events_topic_url", "admin_url"):
@@ -163,7 +163,7 @@ def test_cli_prints_one_json_line_first_and_stops_on_sigterm() -> None:
     try:
         assert proc.stdout is not None
         info = json.loads(proc.stdout.readline())
-        assert INFO_KEYS <= set(info) and set(info["vaults"]) == {"v1", "v2"}
+        assert set(info) >= INFO_KEYS and set(info["vaults"]) == {"v1", "v2"}
         assert info["subscription_id"] == TwinConfig(seed=3).subscription_id
         response = httpx.get(info["admin_url"] + "/admin/clock", verify=ssl.create_default_context(cafile=info["ca_bundle"]))
         assert response.json()["kind"] == "virtual"

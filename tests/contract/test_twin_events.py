@@ -14,8 +14,15 @@ from azure.eventgrid import EventGridEvent, generate_sas
 
 from localdev.clock import VirtualClock
 from localdev.twin.core import Twin
-from localdev.twin.testing import (TwinCredential, Webhook, admin_client, authorization_client, compute_client,
-                                   publisher_client, wait_for)
+from localdev.twin.testing import (
+    TwinCredential,
+    Webhook,
+    admin_client,
+    authorization_client,
+    compute_client,
+    publisher_client,
+    wait_for,
+)
 
 FAST = {"retry_delays": (0.05, 0.05, 0.1), "timeout_seconds": 5}
 
