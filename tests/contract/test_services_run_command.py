@@ -263,3 +263,52 @@ def test_windows_vms_get_the_powershell_script(twin: Twin) -> None:
     assert shown.source is not None and shown.source.script == WINDOWS_SCRIPT.read_text(encoding="utf-8")
     wait(commands, start)  # the twin cannot run PowerShell; only the command's shape matters here
     assert commands.delete(facts.vm_id, start.command_name) is True
+
+
+def test_action_mode_reads_a_location_url_and_a_failed_operation(twin: Twin) -> None:
+    facts, key = onboarded(twin)
+    *_, commands = services(twin, SKR_RUN_COMMAND_MODE="action")
+    start = commands.start(facts, key, attempt=1, retry_window_seconds=5)
+    assert start.result_url is not None
+    by_location = start.model_copy(update={"operation_url": start.result_url, "result_url": None})
+    status = wait(commands, by_location)  # 202 while running, then the RunCommandResult itself
+    assert status.report is not None and status.report.outcome is ReleaseOutcome.RELEASED
+
+    twin.faults.add("runcommand_timeout", vm=facts.vm_id.name, count=1)
+    timed_out = wait(commands, commands.start(facts, key, attempt=2, retry_window_seconds=0))
+    assert timed_out.state is CommandState.FAILED and timed_out.report is None
+    assert timed_out.detail is not None and timed_out.detail.startswith("VMExtensionHandlerNonTransientError")
+
+    no_url = start.model_copy(update={"operation_url": None})
+    assert wait(commands, no_url).detail == "action run command has no operation URL to read"
+
+
+def test_a_script_missing_from_the_package_is_a_clear_failure(twin: Twin, monkeypatch: pytest.MonkeyPatch) -> None:
+    import skr.services.run_command as module
+
+    monkeypatch.setattr(module, "WINDOWS_SCRIPT", module.SCRIPTS_DIR / "windows" / "missing.ps1")
+    with pytest.raises(SkrError) as caught:
+        module.script_for("Windows")
+    assert caught.value.error.code is FailureCode.RUN_COMMAND_FAILED
+    assert "missing.ps1" in caught.value.error.message
+    assert module.script_for("linux")[1] is False and module.script_for(None)[1] is False
+
+
+@pytest.mark.parametrize(
+    ("execution", "provisioning", "state"),
+    [
+        ("Unknown", "Succeeded", CommandState.PENDING),
+        ("Pending", None, CommandState.PENDING),
+        ("Running", "Succeeded", CommandState.RUNNING),
+        ("Succeeded", "Succeeded", CommandState.SUCCEEDED),
+        ("Failed", "Failed", CommandState.FAILED),
+        ("TimedOut", "Succeeded", CommandState.TIMED_OUT),
+        ("Canceled", "Succeeded", CommandState.CANCELED),
+        (None, "Failed", CommandState.FAILED),
+        (None, "Creating", CommandState.PENDING),
+    ],
+)
+def test_managed_states(execution: str | None, provisioning: str | None, state: CommandState) -> None:
+    from skr.services.run_command import _managed_state
+
+    assert _managed_state(execution, provisioning) is state

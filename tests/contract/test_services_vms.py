@@ -96,3 +96,26 @@ def test_list_cvms_pages_through_many_vms(twin: Twin, service: VmService) -> Non
     created = {twin.create_vm(unique("m"), resource_group=group).name for _ in range(twin.config.arm_page_size + 5)}
     scope = ScopeId.parse(f"/subscriptions/{twin.config.subscription_id}/resourceGroups/{group}")
     assert {f.vm_id.name for f in service.list_cvms([scope])} == created
+
+
+def test_vm_facts_fall_back_to_the_os_profile_and_ignore_user_assigned_identities() -> None:
+    from azure.mgmt.compute.models import VirtualMachine
+
+    from skr.services.vms import vm_facts
+
+    rid = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/v"
+    linux = VirtualMachine(
+        {
+            "id": rid,
+            "location": "westeurope",
+            "identity": {"type": "UserAssigned", "principalId": None},
+            "properties": {"osProfile": {"linuxConfiguration": {}}, "provisioningState": "Creating"},
+        }
+    )
+    facts = vm_facts(linux)
+    assert facts.os_type == "Linux" and facts.principal_id is None and facts.power_state is None
+    assert facts.security_type is None and not facts.is_confidential
+    windows = VirtualMachine({"properties": {"osProfile": {"windowsConfiguration": {}}}})
+    assert vm_facts(windows, fallback_id=VmResourceId.parse(rid)).os_type == "Windows"
+    with pytest.raises(ValueError, match="no resource id"):
+        vm_facts(VirtualMachine({}))
