@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import ipaddress
 import json
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute
@@ -55,6 +52,7 @@ from localdev.twin.keyvault import KeyVaultApi, public_jwk
 from localdev.twin.keywrap import DEFAULT_ENC, ENC_HASHES, build_key_hsm
 from localdev.twin.model import KeyVersion, StoredKey, Vault
 from localdev.twin.policy_eval import PolicyFormatError, evaluate, normalise_authority, parse_policy
+from localdev.twin.tls import TlsMaterial
 
 if TYPE_CHECKING:
     from localdev.twin.core import Twin
@@ -94,68 +92,16 @@ class ReleaseService:
     settings: ReleaseSettings = field(default_factory=ReleaseSettings)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SKR Orchestrator Azure twin"),
-        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-    ])
-
-
-def _sign_cert(subject: str, public_key: Any, issuer: x509.Certificate, issuer_key: Any, *, ca: bool,
-               sans: tuple[str, ...] = ()) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + CHAIN_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=ca, crl_sign=ca,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
-    )
-    if sans:
-        names: list[x509.GeneralName] = []
-        for san in sans:
-            if san[0].isdigit():
-                names.append(x509.IPAddress(ipaddress.ip_address(san)))
-            else:
-                names.append(x509.DNSName(san))
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _chain_under(root: x509.Certificate, root_key: Any, hosts: tuple[str, ...]) -> _Chain:
-    """Leaf ``CN=vault.azure.net`` <- twin Key Vault issuing CA <- ``root`` (as the real 3-cert x5c)."""
+def _chain_under(root: TlsMaterial, hosts: tuple[str, ...]) -> _Chain:
+    """Leaf ``CN=vault.azure.net`` <- twin Key Vault issuing CA <- ``root``'s CA (as the real 3-cert x5c)."""
     issuing_key = ec.generate_private_key(ec.SECP256R1())
-    issuing = _sign_cert("Azure twin Key Vault issuing CA", issuing_key.public_key(), root, root_key, ca=True)
+    issuing = root.issue_cert("Azure twin Key Vault issuing CA", issuing_key.public_key(), is_ca=True,
+                              validity=CHAIN_VALIDITY)
+    issuer = replace(root, ca_key=issuing_key, ca_cert=issuing)  # issue_cert now signs as the issuing CA
     leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    leaf = _sign_cert("vault.azure.net", leaf_key.public_key(), issuing, issuing_key, ca=False,
-                      sans=(*VAULT_NAMES, *hosts))
-    return _Chain(leaf_key=leaf_key, certs=[leaf, issuing, root])
-
-
-def _rogue_root() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    name = _name("Azure twin root CA")  # same name as the trusted root: only the key differs
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + CHAIN_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
+    leaf = issuer.issue_cert("vault.azure.net", leaf_key.public_key(), sans=(*VAULT_NAMES, *hosts), server=True,
+                             validity=CHAIN_VALIDITY)
+    return _Chain(leaf_key=leaf_key, certs=[leaf, issuing, root.ca_cert])
 
 
 def service_for(twin: Twin) -> ReleaseService:
@@ -163,9 +109,9 @@ def service_for(twin: Twin) -> ReleaseService:
 
     def build() -> ReleaseService:
         hosts = (twin.config.host, "localhost")
-        rogue_root, rogue_key = _rogue_root()
-        return ReleaseService(trusted=_chain_under(twin.tls.ca_cert, twin.tls.ca_key, hosts),
-                              rogue=_chain_under(rogue_root, rogue_key, hosts))
+        rogue = TlsMaterial.generate()  # a root with the same name as the twin's, but another key
+        rogue.cleanup()
+        return ReleaseService(trusted=_chain_under(twin.tls, hosts), rogue=_chain_under(rogue, hosts))
 
     return attached(twin, "release.service", build)
 

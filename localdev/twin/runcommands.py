@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute
 from localdev.twin.arm import require_api_version, require_subscription
 from localdev.twin.attached import attached
 from localdev.twin.http import arm_fail, ci_route, read_json
-from localdev.twin.model import SimVm
+from localdev.twin.model import Principal, SimVm
 from localdev.twin.rbac import iso
 from localdev.twin.resource_ids import vm_resource_id
 from localdev.twin.runexec import Execution, VmBusyError, executor_for
@@ -292,12 +292,16 @@ class RunCommandApi:
                         f"group '{p['rg']}' was not found. For more details please go to "
                         "https://aka.ms/ARMResourceNotFoundFix")
 
-    async def put(self, request: Request) -> Response:
-        twin = self.twin
+    def _begin(self, request: Request, action: str) -> tuple[str, str, Principal, SimVm]:
+        """api-version, command name, authorised caller and VM of a managed run-command request."""
         api_version = require_api_version(request)
         name = request.path_params["name"]
-        caller = twin.arm_call(request, WRITE, self._scope(request, f"/runCommands/{name}"))
-        vm = self._vm(request)
+        caller = self.twin.arm_call(request, action, self._scope(request, f"/runCommands/{name}"))
+        return api_version, name, caller, self._vm(request)
+
+    async def put(self, request: Request) -> Response:
+        twin = self.twin
+        api_version, name, caller, vm = self._begin(request, WRITE)
         body = await read_json(request, lambda m: arm_fail(400, "InvalidRequestContent", m))
         if not isinstance(body, dict):
             raise arm_fail(400, "InvalidRequestContent", "The request body must be a JSON object.")
@@ -367,10 +371,7 @@ class RunCommandApi:
         return body
 
     async def get(self, request: Request) -> Response:
-        require_api_version(request)
-        name = request.path_params["name"]
-        self.twin.arm_call(request, READ, self._scope(request, f"/runCommands/{name}"))
-        vm = self._vm(request)
+        _, name, _, vm = self._begin(request, READ)
         command = managed_command(self.twin, vm, name)
         if command is None:
             raise self._missing(request)
@@ -387,10 +388,7 @@ class RunCommandApi:
 
     async def delete(self, request: Request) -> Response:
         twin = self.twin
-        api_version = require_api_version(request)
-        name = request.path_params["name"]
-        caller = twin.arm_call(request, DELETE, self._scope(request, f"/runCommands/{name}"))
-        vm = self._vm(request)
+        api_version, name, caller, vm = self._begin(request, DELETE)
         state = _state(twin)
         with state.lock:
             command = state.managed.pop((vm.key, name.lower()), None)

@@ -108,15 +108,23 @@ def attest(config: dict, maa_url: str, nonce: str | None) -> str:
         if status not in RETRYABLE_MAA or attempt == 3:
             break
         time.sleep(_retry_after(headers, 2.0 * (2 ** attempt)))
-    if status != 200:
-        raise ToolError(f"attestation failed: HTTP {status}: {text.strip()[:400]}", status, text)
-    try:
-        token = json.loads(text)["token"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ToolError("attestation failed: unexpected MAA response") from exc
-    if not isinstance(token, str) or token.count(".") != 2:
+    token = response_field(status, text, "token", "attestation")
+    if token.count(".") != 2:
         raise ToolError("attestation failed: MAA returned no JWT")
     return token
+
+
+def response_field(status: int, text: str, name: str, step: str) -> str:
+    """The string ``name`` of a 200 JSON answer, else a ToolError naming the ``step``."""
+    if status != 200:
+        raise ToolError(f"{step} failed: HTTP {status}: {text.strip()[:400]}", status, text)
+    try:
+        value = json.loads(text)[name]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ToolError(f"{step} failed: the response has no {name}") from exc
+    if not isinstance(value, str):
+        raise ToolError(f"{step} failed: {name} is not a string")
+    return value
 
 
 def _retry_after(headers: dict, default: float) -> float:
@@ -138,10 +146,4 @@ def imds_token(resource: str) -> str:
         if value:
             query += "&" + urllib.parse.urlencode({name: value})
     status, text, _ = http_request(base + "/metadata/identity/oauth2/token?" + query, headers={"Metadata": "true"})
-    if status != 200:
-        raise ToolError(f"IMDS token request failed: HTTP {status}: {text.strip()[:400]}", status, text)
-    try:
-        token = json.loads(text)["access_token"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ToolError("IMDS returned no access_token") from exc
-    return str(token)
+    return response_field(status, text, "access_token", "IMDS token request")
