@@ -276,6 +276,15 @@ class LocalHost:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def _on_loop(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the host loop; inline when already there (e.g. in a wait predicate)."""
+        try:
+            inline = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            inline = False
+        if inline:
+            with scoped(self.engine.scope):
+                return function()
+
         async def call() -> T:
             with scoped(self.engine.scope):
                 return function()
