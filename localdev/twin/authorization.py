@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from localdev.twin.arm import page, require_api_version, require_subscription
 from localdev.twin.http import arm_fail, ci_route, query_param, read_json
+from localdev.twin.model import Principal
 from localdev.twin.rbac import RoleAssignment, RoleDefinition, iso, role_guid_of
 from localdev.twin.resource_ids import normalize_scope, scope_covers, subscription_of
 
@@ -74,13 +75,18 @@ class AuthorizationApi:
     def __init__(self, twin: Twin) -> None:
         self.twin = twin
 
+    def _begin(self, request: Request, action: str) -> tuple[str, Principal]:
+        """The ARM front door of a scoped call: api-version, subscription, then auth and RBAC."""
+        require_api_version(request)
+        scope = _scope_of(request)
+        _check_scope(self.twin, scope)
+        return scope, self.twin.arm_call(request, action, scope)
+
     # ------------------------------------------------------------------ role assignments
     async def put_assignment(self, request: Request) -> Response:
         twin = self.twin
-        require_api_version(request)
-        scope, name = _scope_of(request), request.path_params["name"]
-        _check_scope(twin, scope)
-        caller = twin.arm_call(request, f"{_RA}/write", scope)
+        scope, caller = self._begin(request, f"{_RA}/write")
+        name = request.path_params["name"]
         if not _GUID.match(name):
             raise arm_fail(400, "InvalidRoleAssignmentId", f"The role assignment ID '{name}' is not valid. The role "
                            "assignment ID must be a GUID.")
@@ -158,10 +164,8 @@ class AuthorizationApi:
         return assignment
 
     async def get_assignment(self, request: Request) -> Response:
-        require_api_version(request)
-        scope, name = _scope_of(request), request.path_params["name"]
-        _check_scope(self.twin, scope)
-        self.twin.arm_call(request, f"{_RA}/read", scope)
+        scope, _ = self._begin(request, f"{_RA}/read")
+        name = request.path_params["name"]
         assignment = self._find_assignment(scope, name)
         if assignment is None:
             raise arm_fail(404, "RoleAssignmentNotFound", f"The role assignment '{name}' is not found.")
@@ -169,10 +173,8 @@ class AuthorizationApi:
 
     async def delete_assignment(self, request: Request) -> Response:
         twin = self.twin
-        require_api_version(request)
-        scope, name = _scope_of(request), request.path_params["name"]
-        _check_scope(twin, scope)
-        caller = twin.arm_call(request, f"{_RA}/delete", scope)
+        scope, caller = self._begin(request, f"{_RA}/delete")
+        name = request.path_params["name"]
         with twin.rbac.lock:
             assignment = self._find_assignment(scope, name)
             if assignment is None:
@@ -184,10 +186,7 @@ class AuthorizationApi:
 
     async def list_assignments(self, request: Request) -> Response:
         twin = self.twin
-        require_api_version(request)
-        scope = _scope_of(request)
-        _check_scope(twin, scope)
-        twin.arm_call(request, f"{_RA}/read", scope)
+        scope, _ = self._begin(request, f"{_RA}/read")
         filters = _parse_filter(query_param(request, "$filter"))
         principal = filters.get("principalid")
         if principal:
@@ -217,10 +216,8 @@ class AuthorizationApi:
 
     async def put_definition(self, request: Request) -> Response:
         twin = self.twin
-        require_api_version(request)
-        scope, guid = _scope_of(request), request.path_params["guid"].lower()
-        _check_scope(twin, scope)
-        caller = twin.arm_call(request, f"{_RD}/write", scope)
+        scope, caller = self._begin(request, f"{_RD}/write")
+        guid = request.path_params["guid"].lower()
         if not _GUID.match(guid):
             raise arm_fail(400, "InvalidRoleDefinitionId", f"The role definition ID '{guid}' is not valid. It must be "
                            "a GUID.")
@@ -309,10 +306,8 @@ class AuthorizationApi:
 
     async def delete_definition(self, request: Request) -> Response:
         twin = self.twin
-        require_api_version(request)
-        scope, guid = _scope_of(request), request.path_params["guid"].lower()
-        _check_scope(twin, scope)
-        caller = twin.arm_call(request, f"{_RD}/delete", scope)
+        scope, caller = self._begin(request, f"{_RD}/delete")
+        guid = request.path_params["guid"].lower()
         with twin.rbac.lock:
             definition = self._find_definition(scope, guid)
             if definition is None:

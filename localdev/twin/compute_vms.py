@@ -212,25 +212,25 @@ class ComputeApi:
         return arm_fail(404, "ResourceNotFound", f"The Resource '{_VM}/{p['vm']}' under resource group '{p['rg']}' "
                         "was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix")
 
-    async def get_vm(self, request: Request) -> Response:
+    def _existing(self, request: Request, action: str) -> SimVm:
+        """The VM a GET addresses, after the front door (api-version, subscription, auth, RBAC)."""
         require_api_version(request)
         resource_id = self._vm_id(request)
-        self.twin.arm_call(request, f"{_VM}/read", resource_id)
+        self.twin.arm_call(request, action, resource_id)
         vm = self.twin.find_vm(resource_id)
         if vm is None:
             raise self._not_found(request)
+        return vm
+
+    async def get_vm(self, request: Request) -> Response:
+        vm = self._existing(request, f"{_VM}/read")
         expand = (request.query_params.get("$expand") or "").lower()
         if expand and expand not in ("instanceview", "userdata"):
             raise _invalid(f"The value '{expand}' of $expand is not valid: instanceView or userData.", "$expand")
         return JSONResponse(vm_json(self.twin, vm, instance_view=expand == "instanceview"))
 
     async def get_instance_view(self, request: Request) -> Response:
-        require_api_version(request)
-        resource_id = self._vm_id(request)
-        self.twin.arm_call(request, f"{_VM}/instanceView/read", resource_id)
-        vm = self.twin.find_vm(resource_id)
-        if vm is None:
-            raise self._not_found(request)
+        vm = self._existing(request, f"{_VM}/instanceView/read")
         return JSONResponse(instance_view_json(vm))
 
     async def list_vms(self, request: Request) -> Response:

@@ -336,10 +336,11 @@ class Twin:
 
 @contextmanager
 def start_twin(config: TwinConfig | None = None, clock: Clock | None = None) -> Iterator[Twin]:
-    """A started twin for the duration of the block."""
+    """A started twin for the duration of the block (its TLS files are removed afterwards)."""
     twin = Twin(config, clock)
     twin.start()
     try:
         yield twin
     finally:
         twin.stop()
+        twin.tls.cleanup()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -63,14 +63,21 @@ def authenticate_arm(twin: Twin, request: Request) -> Principal:
                      f'error="invalid_token", error_description="{exc.message}"'})) from exc
 
 
+def _counted(twin: Twin, request: Request, service: str, operation: str,
+             authenticate: Callable[[Twin, Request], Principal]) -> Principal:
+    """Authenticate and count the call under its caller (``anonymous`` when refused)."""
+    try:
+        caller = authenticate(twin, request)
+    except TwinHttpError:
+        twin.counters.record("anonymous", service, operation)
+        raise
+    twin.counters.record(caller.object_id, service, operation)
+    return caller
+
+
 def arm_call(twin: Twin, request: Request, action: str, scope: str, *, kind: str | None = None,
              authorize: bool = True) -> Principal:
-    try:
-        caller = authenticate_arm(twin, request)
-    except TwinHttpError:
-        twin.counters.record("anonymous", "arm", action)
-        raise
-    twin.counters.record(caller.object_id, "arm", action)
+    caller = _counted(twin, request, "arm", action, authenticate_arm)
     bucket = kind or _kind_of(request.method)
     outcome = twin.throttle.take(caller.object_id, bucket)
     header = f"x-ms-ratelimit-remaining-subscription-{bucket}"
@@ -115,12 +122,7 @@ def authenticate_kv(twin: Twin, request: Request) -> Principal:
 
 
 def kv_call(twin: Twin, request: Request, data_action: str, scope: str, vault: Vault) -> Principal:
-    try:
-        caller = authenticate_kv(twin, request)
-    except TwinHttpError:
-        twin.counters.record("anonymous", "keyvault", data_action)
-        raise
-    twin.counters.record(caller.object_id, "keyvault", data_action)
+    caller = _counted(twin, request, "keyvault", data_action, authenticate_kv)
     decision = twin.rbac.check(caller.object_id, data_action, scope, data_action=True)
     request.scope["twin.decision"] = decision
     if not decision.allowed:
@@ -135,6 +137,3 @@ def kv_call(twin: Twin, request: Request, data_action: str, scope: str, vault: V
             "ForbiddenByRbac"))
     return caller
 
-
-def http_date(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -49,7 +49,8 @@ class Principal:
 class SimVm:
     """A simulated Azure VM with its TEE, identity and virtual vTPM."""
 
-    resource_id: str  # as created, e.g. /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/n
+    # as created, e.g. /subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/n
+    resource_id: str
     name: str
     resource_group: str
     subscription_id: str

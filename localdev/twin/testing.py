@@ -14,7 +14,7 @@ from typing import Any
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
 from localdev.clock import Clock
-from localdev.twin.core import Twin, TwinConfig
+from localdev.twin.core import Twin, TwinConfig, start_twin
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -113,14 +113,11 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
 
 @contextmanager
 def running_twin(config: TwinConfig | None = None, clock: Clock | None = None) -> Iterator[Twin]:
-    """A started twin, stopped and cleaned up afterwards."""
-    twin = Twin(config, clock)
-    twin.start()
+    """A started twin, stopped and cleaned up afterwards (Key Vault challenge cache included)."""
     try:
-        yield twin
+        with start_twin(config, clock) as twin:
+            yield twin
     finally:
-        twin.stop()
-        twin.tls.cleanup()
         clear_challenge_cache()
 
 
