@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urlsplit
 from azure.durable_functions import DurableOrchestrationClient
 from azure.durable_functions.models.utils import http_utils
 from azure.durable_functions.models.utils.df_serialization import df_dumps
+from multidict import CIMultiDict
 
 from localdev.clock import Clock, VirtualClock
 from localdev.host.engine import ActivityCall, Engine
@@ -116,7 +117,7 @@ class InstanceStatus:
 @dataclass
 class HttpResult:
     status: int
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: CIMultiDict[str] = field(default_factory=CIMultiDict)  # case-insensitive, like HTTP
     body: bytes = b""
 
     @property
@@ -528,6 +529,6 @@ def _http(base_url: str, method: str, url: str, body: bytes | None, headers: Map
     try:
         connection.request(method, url, body=body, headers=dict(headers))
         response = connection.getresponse()
-        return HttpResult(response.status, {k: v for k, v in response.getheaders()}, response.read())
+        return HttpResult(response.status, CIMultiDict(response.getheaders()), response.read())
     finally:
         connection.close()
