@@ -170,7 +170,7 @@ def imds_url(twin: Twin, vm: SimVm) -> str:
 
     Call from any thread except the twin's loop (starting a listener waits for it).
     """
-    origins = attached(twin, "imds.origins", dict)
+    origins: dict[str, str] = attached(twin, "imds.origins", dict)
     with twin.lock:
         url = origins.get(vm.vm_id)
     if url is not None:

@@ -377,7 +377,7 @@ class RunCommandApi:
             raise self._missing(request)
         return JSONResponse(self._shown(command, request))
 
-    async def list(self, request: Request) -> Response:
+    async def list_commands(self, request: Request) -> Response:
         require_api_version(request)
         self.twin.arm_call(request, READ, self._scope(request))
         vm = self._vm(request)
@@ -408,7 +408,7 @@ class RunCommandApi:
         vm = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}"
         return [
             ci_route(f"{vm}/runCommand", self.action, ["POST"]),
-            ci_route(f"{vm}/runCommands", self.list, ["GET"]),
+            ci_route(f"{vm}/runCommands", self.list_commands, ["GET"]),
             ci_route(f"{vm}/runCommands/{{name}}", self.put, ["PUT"]),
             ci_route(f"{vm}/runCommands/{{name}}", self.get, ["GET"]),
             ci_route(f"{vm}/runCommands/{{name}}", self.delete, ["DELETE"]),

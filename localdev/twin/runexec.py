@@ -3,7 +3,8 @@
 Like the Linux run-command handler, the script is written to ``script.sh`` and started with
 ``/bin/bash -c <path> <unnamed args>`` (so a ``#!/usr/bin/env python3`` script runs under the
 sandbox's ``python3``), named parameters become environment variables, and stdout/stderr are
-kept (the API shows their last 4,096 bytes).
+kept (the API shows their last 4,096 bytes). Windows VMs run ``script.ps1`` with ``pwsh`` when it
+is installed; without it their runs fail with a message saying so.
 
 Timing on the twin clock: the result becomes visible at ``max(start + duration, script end)``
 (``TwinConfig.run_command_duration_seconds``); ``timeout`` kills a script still running at
