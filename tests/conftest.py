@@ -7,10 +7,15 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from localdev.clock import Clock, VirtualClock
 from localdev.twin.core import Twin, TwinConfig
 from localdev.twin.testing import running_twin
+
+# CI machines are shared and noisy: judge properties by their examples, never by wall-clock deadlines.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 @pytest.fixture
