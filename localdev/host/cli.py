@@ -41,8 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LOCALDEV_FUNCTION_KEY"),
         help="require this key (code= / x-functions-key) on function-level routes; default: accept all",
     )
-    parser.add_argument("--settings", default="local.settings.json", help="app settings file (Values -> env)")
-    parser.add_argument("--host-json", default="host.json", help="host.json to read (hub name, route prefix ...)")
+    parser.add_argument(
+        "--settings", default="local.settings.json", help="app settings file whose Values go to env ('-' = none)"
+    )
+    parser.add_argument("--host-json", default="host.json", help="host.json to honour ('-' = none)")
     parser.add_argument("--schema", choices=("v1", "v2", "v3"), default="v3", help="out-of-proc replay schema")
     parser.add_argument("--no-timer-triggers", action="store_true", help="do not fire timer triggers on schedule")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
