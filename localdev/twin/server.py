@@ -15,6 +15,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,7 @@ class TwinMiddleware:
                     extra = scope.get("twin.response_headers") or {}
                     headers = list(message.get("headers", []))
                     headers += [(k.encode(), v.encode()) for k, v in extra.items()]
-                    headers.append((b"x-ms-request-id", str(id(scope)).encode()))
+                    headers.append((b"x-ms-request-id", str(uuid.uuid4()).encode()))
                     message["headers"] = headers
                 await send(message)
 
