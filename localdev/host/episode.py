@@ -8,7 +8,6 @@ commits what comes back in one transaction.
 from __future__ import annotations
 
 import json
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,7 +15,12 @@ from typing import Any, Literal
 import azure.functions as func
 
 from localdev.host import history as h
-from localdev.host.failures import custom_status_too_large, orchestrator_failure, rpc_exception_message
+from localdev.host.failures import (
+    custom_status_too_large,
+    orchestrator_failure,
+    rpc_exception_message,
+    worker_stack,
+)
 from localdev.host.shim import KnownFunctions, ScheduledAction, ShimReplay, ShimResult
 from localdev.host.timefmt import format_timespan, parse_ticks
 
@@ -117,7 +121,7 @@ def call_orchestrator(handle: Callable[..., Any], param: str, context_json: str)
     except Exception as exc:
         text = str(exc)
         cause = exc.__cause__ or exc
-        stack = "".join(traceback.format_exception(cause))
+        stack = worker_stack(cause)
         if OUT_OF_PROC_MARKER in text:
             payload = text.split(OUT_OF_PROC_MARKER, 1)[1]
             try:
@@ -156,7 +160,7 @@ def _action_events(actions: list[ScheduledAction], ticks: int) -> list[h.Event]:
                     name=action.name or "",
                     version=action.version,
                     instance_id=action.instance_id,
-                    input_text=action.input,
+                    input_text=None if action.input is None else json.dumps(action.input),  # a .NET string
                 )
             )
     return events

@@ -28,9 +28,21 @@ def worker_message(exc: BaseException) -> str:
 _HOST_FRAMES = (f"{os.sep}localdev{os.sep}host{os.sep}", f"{os.sep}concurrent{os.sep}futures{os.sep}")
 
 
+def _short(filename: str) -> str:
+    """Paths relative to the app (or to site-packages), so histories do not carry machine paths."""
+    cwd = os.getcwd() + os.sep
+    if filename.startswith(cwd):
+        return filename[len(cwd) :]
+    marker = f"{os.sep}site-packages{os.sep}"
+    return f"site-packages{os.sep}{filename.split(marker, 1)[1]}" if marker in filename else filename
+
+
 def worker_stack(exc: BaseException) -> str:
     """The user's frames only (the worker's own frames would be noise, and so are the host's)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not any(p in f.filename for p in _HOST_FRAMES)]
+    for frame in frames:
+        _ = frame.line  # read the source line while the absolute path still resolves
+        frame.filename = _short(frame.filename)
     return "".join(traceback.format_list(frames))
 
 

@@ -48,9 +48,7 @@ def _serve(db: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "localdev", "serve", "--app", "tests.host.apps.crash:app", "--port", "0"]
     command += ["--db", str(db), "--clock", "virtual", "--settings", "-", "--host-json", "-", "--no-timer-triggers"]
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("a"), text=True
-    )
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log.open("a"), text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line:
