@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,4 +294,11 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def executor_for(twin: Twin) -> Executor:
-    return attached(twin, "runexec.executor", lambda: Executor(twin))
+    """The twin's executor (its per-run sandboxes are removed when the twin goes away)."""
+
+    def build() -> Executor:
+        executor = Executor(twin)
+        weakref.finalize(twin, shutil.rmtree, executor.settings.workroot, True)
+        return executor
+
+    return attached(twin, "runexec.executor", build)
