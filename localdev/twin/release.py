@@ -87,9 +87,19 @@ class _Chain:
 class ReleaseService:
     """Per-twin release state: the signing chains and settings."""
 
+    hosts: tuple[str, ...]
     trusted: _Chain
-    rogue: _Chain  # same shape, rooted at a CA nobody trusts (fault: release_untrusted_chain)
     settings: ReleaseSettings = field(default_factory=ReleaseSettings)
+    _rogue: _Chain | None = None
+
+    @property
+    def rogue(self) -> _Chain:
+        """Same shape, under a root named like the twin's but with another key (release_untrusted_chain)."""
+        if self._rogue is None:
+            root = TlsMaterial.generate()
+            root.cleanup()
+            self._rogue = _chain_under(root, self.hosts)
+        return self._rogue
 
 
 def _chain_under(root: TlsMaterial, hosts: tuple[str, ...]) -> _Chain:
@@ -109,9 +119,7 @@ def service_for(twin: Twin) -> ReleaseService:
 
     def build() -> ReleaseService:
         hosts = (twin.config.host, "localhost")
-        rogue = TlsMaterial.generate()  # a root with the same name as the twin's, but another key
-        rogue.cleanup()
-        return ReleaseService(trusted=_chain_under(twin.tls, hosts), rogue=_chain_under(rogue, hosts))
+        return ReleaseService(hosts=hosts, trusted=_chain_under(twin.tls, hosts))
 
     return attached(twin, "release.service", build)
 
