@@ -16,7 +16,7 @@ Where Azure's exact answer is unconfirmed (reference skr_flow.md §11) the twin 
 * token not verifiable (signature, JWKS, issuer, expiry): 403 ``Forbidden`` / inner
   ``AccessDenied``, "Target environment attestation statement cannot be verified. <why>";
 * key not exportable: 400 ``BadParameter`` (``ReleaseSettings.refusal_status`` switches to 403);
-* key disabled: 403 ``Forbidden`` / inner ``KeyDisabled``.
+* key disabled: 403 ``Forbidden`` / inner ``KeyDisabled``; expired or not yet valid: 403 ``Forbidden``.
 """
 
 from __future__ import annotations
@@ -336,7 +336,8 @@ def routes(twin: Twin) -> list[BaseRoute]:
         claims = await verify_attestation(twin, target, policy)
         verdict = evaluate(policy, claims)
         if not verdict.allowed:
-            raise _kv(403, "Forbidden", f"{POLICY_NOT_MET} {verdict.describe().capitalize()}.", "AccessDenied")
+            why = verdict.describe()
+            raise _kv(403, "Forbidden", f"{POLICY_NOT_MET} {why[:1].upper()}{why[1:]}.", "AccessDenied")
         kek_kid, kek = transfer_key(claims)
         requested = f"{vault.url}/keys/{name}" + (f"/{version}" if version else "")
         payload = release_payload(twin, vault, stored, key, requested_kid=requested, api_version=api_version,

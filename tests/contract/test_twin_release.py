@@ -305,6 +305,16 @@ def test_key_vault_outage_and_maa_outage(twin: Twin) -> None:
     _assert_unverifiable(caught.value, "answered HTTP 503")
 
 
+def test_denial_keeps_the_claim_path_verbatim(twin: Twin) -> None:
+    policy = cvm_policy(twin.urls.maa, {"claim": "x-ms-isolation-tee.x-ms-sevsnpvm-familyId", "equals": "0"})
+    vm = new_vm(twin)
+    name = exportable_key(twin, policy)
+    grant_release(twin, vm, name)
+    with pytest.raises(HttpResponseError) as caught:
+        vm_key_client(twin, vm).release_key(name, mint_guest_token(twin, vm))
+    assert caught.value.error.message.endswith("Unmet claim conditions: x-ms-isolation-tee.x-ms-sevsnpvm-familyId.")
+
+
 def test_release_policy_data_round_trips_through_the_response(twin: Twin) -> None:
     policy = cvm_policy(twin.urls.maa + "/", {"claim": "x-ms-attestation-type", "equals": "azurevm"},
                         {"claim": "secureboot", "equals": "true"})
