@@ -15,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Generator
 from typing import Any
 
 import azure.durable_functions as df
@@ -27,7 +28,7 @@ app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 @app.orchestration_trigger(context_name="context")
-def five_steps(context: df.DurableOrchestrationContext):
+def five_steps(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
     value = context.get_input()
     for _ in range(5):
         value = yield context.call_activity("increment", value)
@@ -35,7 +36,7 @@ def five_steps(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
-def wide(context: df.DurableOrchestrationContext):
+def wide(context: df.DurableOrchestrationContext) -> Generator[Any, Any, int]:
     # a fan-out builds a long history in few episodes, so measuring many lengths stays quick
     values = yield context.task_all([context.call_activity("increment", i) for i in range(context.get_input())])
     return sum(values)

@@ -91,7 +91,7 @@ class InvocationContext(func.Context):
 
 
 def converter(binding_type: str) -> Any:
-    found = meta.get_binding_registry().get(binding_type)
+    found = meta.get_binding_registry().get(binding_type)  # type: ignore[no-untyped-call]
     if found is None:
         raise LookupError(f"azure-functions has no converter for binding type {binding_type!r}")
     return found

@@ -51,7 +51,7 @@ def current_scope() -> Scope | None:
 
 @contextmanager
 def scoped(scope: Scope, **changes: str | None) -> Iterator[Scope]:
-    active = replace(scope, **changes) if changes else scope
+    active = replace(scope, **changes) if changes else scope  # type: ignore[arg-type]
     token = _SCOPE.set(active)
     try:
         yield active

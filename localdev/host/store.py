@@ -152,7 +152,8 @@ class Store:
         return InstanceRow(*row) if row else None
 
     def query(self, query: Query) -> list[InstanceRow]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[int | str] = []
         if query.created_from is not None:
             clauses.append("created_ticks >= ?")
             params.append(query.created_from)

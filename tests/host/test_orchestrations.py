@@ -46,6 +46,19 @@ def test_fan_out_of_100_activities(host: LocalHost) -> None:
     assert host.check_replay(instance_id).ok
 
 
+def test_nested_compound_when_all_inside_when_any(host: LocalHost) -> None:
+    instance_id = host.start_new("nested")
+    status = host.wait_for(instance_id)
+    assert status.output == ["Hello x!", "Slowly, hello y!"]
+    when_any = host.replay(host.history(instance_id)).sdk_state["actions"][0][0]
+    assert when_any["actionType"] == 11
+    inner, timer = when_any["compoundActions"]
+    assert (inner["actionType"], [a["actionType"] for a in inner["compoundActions"]]) == (12, [0, 0])
+    assert (timer["actionType"], timer["isCanceled"]) == (5, True)
+    scheduled = [(e["EventType"], e["EventId"]) for e in host.history(instance_id) if e["EventType"] in (4, 10)]
+    assert scheduled == [(4, 0), (4, 1), (10, 2)]
+
+
 def test_retry_succeeds_on_third_attempt_with_dtfx_layout(host: LocalHost, token: str) -> None:
     instance_id = host.start_new("retrying", {"token": token, "fail_times": 2, "interval_ms": 60_000})
     status = host.wait_for(instance_id)

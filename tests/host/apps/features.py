@@ -169,6 +169,17 @@ def replay_safe(context: df.DurableOrchestrationContext):
     return {"ids": ids, "winner": winner.result, "at": context.current_utc_datetime.isoformat()}
 
 
+@app.orchestration_trigger(context_name="context")
+def nested(context: df.DurableOrchestrationContext):
+    both = context.task_all([context.call_activity("hello", "x"), context.call_activity("slow_hello", "y")])
+    deadline = context.create_timer(context.current_utc_datetime + timedelta(hours=1))
+    winner = yield context.task_any([both, deadline])
+    if winner == both:
+        deadline.cancel()
+        return winner.result
+    return "timed out"
+
+
 @app.orchestration_trigger(context_name="ctx")
 def wrong_context_name(ctx: df.DurableOrchestrationContext):
     yield ctx.call_activity("hello", "never")
