@@ -132,8 +132,13 @@ class ScopeId(_ResourceId):
         return self.resource_group is None or self.resource_group.lower() == resource.resource_group.lower()
 
 
-class VmResourceId(_ResourceId):
-    kind: ClassVar[str] = "VM resource id"
+class _ProviderResourceId(_ResourceId):
+    """A top-level resource in a resource group: /subscriptions/…/resourceGroups/…/providers/NS/TYPE/NAME."""
+
+    namespace: ClassVar[str]
+    resource_type: ClassVar[str]
+    name_what: ClassVar[str]
+    name_pattern: ClassVar[re.Pattern[str]]
     subscription_id: str
     resource_group: str
     name: str
@@ -141,55 +146,46 @@ class VmResourceId(_ResourceId):
     @classmethod
     def _fields_from(cls, value: str) -> dict[str, str]:
         parts = _segments(cls.kind, value)
-        for index, literal in ((0, "subscriptions"), (2, "resourceGroups"), (4, "providers")):
+        for index, literal in (
+            (0, "subscriptions"),
+            (2, "resourceGroups"),
+            (4, "providers"),
+            (5, cls.namespace),
+            (6, cls.resource_type),
+        ):
             _expect(cls.kind, value, parts, index, literal)
-        _expect(cls.kind, value, parts, 5, "Microsoft.Compute")
-        _expect(cls.kind, value, parts, 6, "virtualMachines")
         if len(parts) != 8:
             raise ResourceIdError(
-                f"{cls.kind} {value!r} must have exactly 8 segments "
-                "(/subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{name}), "
-                f"got {len(parts)}"
+                f"{cls.kind} {value!r} must have exactly 8 segments (/subscriptions/{{id}}/resourceGroups/{{rg}}"
+                f"/providers/{cls.namespace}/{cls.resource_type}/{{name}}), got {len(parts)}"
             )
         return {
             "subscription_id": _check_guid(cls.kind, value, "subscription id", parts[1]),
             "resource_group": _check(cls.kind, value, "resource group name", parts[3], _RESOURCE_GROUP),
-            "name": _check(cls.kind, value, "VM name", parts[7], _VM_NAME),
+            "name": _check(cls.kind, value, cls.name_what, parts[7], cls.name_pattern),
         }
 
     def __str__(self) -> str:
         return (
             f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.Compute/virtualMachines/{self.name}"
+            f"/providers/{self.namespace}/{self.resource_type}/{self.name}"
         )
 
 
-class VaultResourceId(_ResourceId):
+class VmResourceId(_ProviderResourceId):
+    kind: ClassVar[str] = "VM resource id"
+    namespace: ClassVar[str] = "Microsoft.Compute"
+    resource_type: ClassVar[str] = "virtualMachines"
+    name_what: ClassVar[str] = "VM name"
+    name_pattern: ClassVar[re.Pattern[str]] = _VM_NAME
+
+
+class VaultResourceId(_ProviderResourceId):
     kind: ClassVar[str] = "Key Vault resource id"
-    subscription_id: str
-    resource_group: str
-    name: str
-
-    @classmethod
-    def _fields_from(cls, value: str) -> dict[str, str]:
-        parts = _segments(cls.kind, value)
-        for index, literal in ((0, "subscriptions"), (2, "resourceGroups"), (4, "providers")):
-            _expect(cls.kind, value, parts, index, literal)
-        _expect(cls.kind, value, parts, 5, "Microsoft.KeyVault")
-        _expect(cls.kind, value, parts, 6, "vaults")
-        if len(parts) != 8:
-            raise ResourceIdError(f"{cls.kind} {value!r} must end with /providers/Microsoft.KeyVault/vaults/{{name}}")
-        return {
-            "subscription_id": _check_guid(cls.kind, value, "subscription id", parts[1]),
-            "resource_group": _check(cls.kind, value, "resource group name", parts[3], _RESOURCE_GROUP),
-            "name": _check(cls.kind, value, "vault name", parts[7], _VAULT_NAME),
-        }
-
-    def __str__(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/Microsoft.KeyVault/vaults/{self.name}"
-        )
+    namespace: ClassVar[str] = "Microsoft.KeyVault"
+    resource_type: ClassVar[str] = "vaults"
+    name_what: ClassVar[str] = "vault name"
+    name_pattern: ClassVar[re.Pattern[str]] = _VAULT_NAME
 
     def key(self, key_name: str) -> KeyResourceId:
         return KeyResourceId(vault=self, key_name=key_name)
