@@ -299,20 +299,29 @@ class OnboardRun:
             yield from self.command_error(started.error, "starting the release command")
         handle: dict[str, Any] = started.value
         try:
-            poll = yield from self.poll_command(handle, deadline)
+            poll = yield from self.poll_command(handle, window, deadline)
         except Finish:
             yield from self.delete_command(handle)
             raise
         yield from self.delete_command(handle)
         return poll
 
-    def poll_command(self, handle: dict[str, Any], deadline: datetime) -> Step[CommandPoll | None]:
+    def poll_command(self, handle: dict[str, Any], window: float, deadline: datetime) -> Step[CommandPoll | None]:
         started_at = self.now
+        window_end = later(started_at, window)
         give_up = min(deadline, later(started_at, self.options.run_command_timeout_seconds))
-        polls = 0
+        watched = polled = 0
         while True:
-            polls += 1
-            wait = clip_to_deadline(self.now, give_up, self.options.command_poll.delay(polls))
+            if self.now < window_end:
+                watched += 1
+                delay = min(
+                    self.options.command_watch.delay(watched),
+                    remaining(self.now, window_end) + self.options.command_poll.initial_seconds,
+                )
+            else:
+                polled += 1
+                delay = self.options.command_poll.delay(polled)
+            wait = clip_to_deadline(self.now, give_up, delay)
             if not wait:
                 if give_up < deadline:
                     return CommandPoll(state="timed_out", detail="run command exceeded its timeout")

@@ -17,7 +17,9 @@ class OnboardingOptions(Frozen):
 
     The gap between two release runs (noticing a finished command + the wait before the next one)
     is kept within one in-VM poll interval, so RBAC taking effect between two runs delays the
-    release no more than it would inside one run.
+    release no more than it would inside one run. While the in-VM window is still running only a
+    success (or a terminal error) can end the command early, so it is watched more loosely
+    (``command_watch``) and polled closely (``command_poll``) once the window is over.
     """
 
     scope: ScopeGuard
@@ -29,7 +31,8 @@ class OnboardingOptions(Frozen):
     max_command_failures: int = Field(default=3, ge=1, le=50)
     max_transient_attempts: int = Field(default=6, ge=1, le=100)
     release_retry: Backoff = Backoff(initial_seconds=1.0, cap_seconds=4.0)
-    command_poll: Backoff = Backoff(initial_seconds=2.0, cap_seconds=5.0)
+    command_watch: Backoff = Backoff(initial_seconds=2.0, cap_seconds=10.0)  # while the in-VM window runs
+    command_poll: Backoff = Backoff(initial_seconds=2.0, cap_seconds=5.0)  # once it is over
     arm_visibility: Backoff = Backoff(initial_seconds=1.0, cap_seconds=10.0)
     principal_retry: Backoff = Backoff(initial_seconds=5.0, cap_seconds=30.0)
     conflict_retry: Backoff = Backoff(initial_seconds=5.0, cap_seconds=30.0)
@@ -38,6 +41,11 @@ class OnboardingOptions(Frozen):
 
     @model_validator(mode="after")
     def _gap_within_poll_interval(self) -> OnboardingOptions:
+        if self.command_watch.cap_seconds > self.in_vm_poll_interval_seconds:
+            raise ValueError(
+                f"command watch cap ({self.command_watch.cap_seconds}s) exceeds the in-VM poll interval "
+                f"({self.in_vm_poll_interval_seconds}s): a release would be noticed late"
+            )
         gap = self.release_retry.cap_seconds + self.command_poll.cap_seconds
         if gap > self.in_vm_poll_interval_seconds:
             raise ValueError(

@@ -105,3 +105,8 @@ def test_options_keep_the_gap_between_runs_within_one_in_vm_poll() -> None:
 def test_options_round_trip_through_json() -> None:
     options = OnboardingOptions(scope=guard(f"/subscriptions/{'0' * 8}-0000-0000-0000-{'0' * 12}/resourceGroups/rg"))
     assert OnboardingOptions.from_json(options.to_json()) == options
+
+
+def test_options_watch_a_running_window_no_looser_than_one_in_vm_poll() -> None:
+    with pytest.raises(ValidationError, match="command watch cap"):
+        OnboardingOptions(scope=guard(), command_watch=Backoff(initial_seconds=2, cap_seconds=30))
