@@ -85,15 +85,17 @@ def _composition(size: int) -> list[VmKind]:
     return specials + [VmKind.SHARED_KEY] * group + [VmKind.COMPLIANT] * (remaining - group)
 
 
-def build_fleet(size: int, seed: int, *, burst_seconds: float = 60.0, max_duplicates: int = 2) -> FleetSpec:
+def build_fleet(
+    size: int, seed: int, *, burst_seconds: float = 60.0, max_duplicates: int = 2, mixed: bool = True
+) -> FleetSpec:
     """A fleet of ``size`` VMs created within ``burst_seconds``; each creation event is delivered
-    1 to ``1 + max_duplicates`` times."""
+    1 to ``1 + max_duplicates`` times. ``mixed=False``: compliant CVMs only (benchmarks)."""
     if size < 1:
         raise ValueError(f"the fleet needs at least 1 VM, got {size}")
     if burst_seconds < 0 or max_duplicates < 0:
         raise ValueError("burst_seconds and max_duplicates must be non-negative")
     rng = random.Random(seed)
-    kinds = _composition(size)
+    kinds = _composition(size) if mixed else [VmKind.COMPLIANT] * size
     rng.shuffle(kinds)
     shared_key = f"cvm-group-{rng.choice(WORKLOADS)}" if VmKind.SHARED_KEY in kinds else None
     counters: dict[str, int] = {}

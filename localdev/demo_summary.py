@@ -65,9 +65,14 @@ def build_summary(
     clock: str,
     simulated_seconds: float,
     wall_seconds: float,
+    delivered_events: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON the demo writes with ``--json`` and renders at the end."""
+    """The JSON the demo writes with ``--json`` and renders at the end.
+
+    ``delivered_events``: VM write events the twin delivered to the webhook (its own record);
+    without it the count is what the fleet emitted.
+    """
     propagation = [o.propagation_seconds for o in outcomes if o.propagation_seconds is not None]
     lags = [
         o.propagation_seconds - o.drawn_delay_s
@@ -86,7 +91,10 @@ def build_summary(
             "as_expected": len(outcomes) - len(mismatched),
             "mismatched": len(mismatched),
             "by_outcome": dict(sorted(by_actual.items())),
-            "events_delivered": sum(1 + o.spec.duplicates for o in outcomes),
+            "write_events_emitted": sum(1 + o.spec.duplicates for o in outcomes),
+            "write_events_delivered": (
+                sum(1 + o.spec.duplicates for o in outcomes) if delivered_events is None else delivered_events
+            ),
             "duplicate_events": sum(o.spec.duplicates for o in outcomes),
         },
         "mismatched": mismatched,

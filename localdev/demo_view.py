@@ -28,6 +28,7 @@ class ProgressRow:
     attempt: int | None = None
     since_assignment_s: float | None = None
     outcome: str | None = None  # set once the instance has finished
+    detail: str | None = None  # the custom status detail, e.g. the last in-VM answer
 
 
 def _fmt_seconds(value: float | None) -> str:
@@ -53,6 +54,7 @@ def progress_table(rows: list[ProgressRow], clock_label: str) -> Table:
     table.add_column("attempt", justify="right")
     table.add_column("since assignment", justify="right")
     table.add_column("outcome")
+    table.add_column("detail", style="dim", no_wrap=True, max_width=60, overflow="ellipsis")
     for row in rows:
         table.add_row(
             row.name,
@@ -61,6 +63,7 @@ def progress_table(rows: list[ProgressRow], clock_label: str) -> Table:
             "-" if row.attempt is None else str(row.attempt),
             _fmt_seconds(row.since_assignment_s),
             _outcome_text(row.outcome, row.expected),
+            row.detail or "",
         )
     return table
 
@@ -74,13 +77,14 @@ def stage_counts_line(rows: list[ProgressRow], clock_label: str) -> str:
 class ProgressReporter:
     """Live table on a terminal; one line per change of the stage counts otherwise."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, *, live: bool | None = None) -> None:
         self._console = console
+        self._want_live = console.is_terminal if live is None else live
         self._live: Live | None = None
         self._last_line = ""
 
     def __enter__(self) -> ProgressReporter:
-        if self._console.is_terminal:
+        if self._want_live:
             self._live = Live(console=self._console, refresh_per_second=8, transient=False)
             self._live.__enter__()
         return self
@@ -103,22 +107,20 @@ class ProgressReporter:
 
 def _outcomes_table(summary: dict[str, Any]) -> Table:
     table = Table(title="Outcome per VM", title_justify="left")
-    for column, justify in (
-        ("VM", "left"),
-        ("kind", "left"),
-        ("expected", "left"),
-        ("actual", "left"),
-        ("RBAC delay", "right"),
-        ("propagation", "right"),
-        ("runs", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("VM", no_wrap=True)
+    table.add_column("kind", style="dim", no_wrap=True)
+    table.add_column("outcome (✓ = as expected)")
+    table.add_column("RBAC delay", justify="right")
+    table.add_column("propagation", justify="right")
+    table.add_column("runs", justify="right")
     for vm in summary["vms"]:
+        outcome = _outcome_text(vm["actual"], vm["expected"])
+        if vm["actual"] != vm["expected"]:
+            outcome.append(f" (expected {vm['expected']})")
         table.add_row(
             vm["name"],
             vm["kind"],
-            vm["expected"],
-            _outcome_text(vm["actual"], vm["expected"]),
+            outcome,
             _fmt_seconds(vm["rbac_delay_seconds"]),
             _fmt_seconds(vm["propagation_seconds"]),
             str(vm["release_attempts"]),
@@ -133,7 +135,11 @@ def _figures_table(summary: dict[str, Any]) -> Table:
     table.add_column("value")
     table.add_row("VMs as expected", f"{counts['as_expected']}/{counts['vms']}")
     table.add_row("outcomes", ", ".join(f"{k} {v}" for k, v in counts["by_outcome"].items()))
-    table.add_row("events delivered", f"{counts['events_delivered']} ({counts['duplicate_events']} duplicates)")
+    table.add_row(
+        "VM write events delivered",
+        f"{counts['write_events_delivered']} of {counts['write_events_emitted']} "
+        f"({counts['duplicate_events']} duplicates)",
+    )
     for label, key in (("propagation", "propagation"), ("detection lag", "detection_lag")):
         dist = summary[key]
         if dist["n"]:

@@ -37,7 +37,8 @@ def test_summary_counts_statistics_and_verdict() -> None:
                             seed=3, clock="virtual", simulated_seconds=95.04, wall_seconds=1.234)
     assert summary["ok"] is True
     assert summary["counts"]["as_expected"] == 3
-    assert summary["counts"]["events_delivered"] == 5 and summary["counts"]["duplicate_events"] == 2
+    assert summary["counts"]["write_events_emitted"] == 5 and summary["counts"]["duplicate_events"] == 2
+    assert summary["counts"]["write_events_delivered"] == 5
     assert summary["counts"]["by_outcome"] == {"released": 2, "skipped/not_confidential_vm": 1}
     assert summary["propagation"]["p50_s"] == 30.0 and summary["propagation"]["max_s"] == 40.0
     assert summary["detection_lag"]["max_s"] == 10.0
@@ -78,6 +79,7 @@ def test_summary_renders_outcomes_events_and_figures() -> None:
     text = _render(summary_renderable(summary, events))
     assert "cvm-a" in text and "SkrOrchestrator.Onboarding.Succeeded" in text
     assert "3/3" in text and "every VM reached its expected outcome" in text
+    assert "✓ released" in text
 
 
 def test_without_a_terminal_progress_prints_one_line_per_change() -> None:
