@@ -135,11 +135,23 @@ _INDEXED: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary(
 
 
 def indexed_functions(app: Any) -> list[Any]:
-    """``app.get_functions()`` once per app: azure-functions refuses a second call (it re-validates
-    names against what it recorded the first time), and the worker also indexes only once."""
+    """``app.get_functions()`` without spending the app's one call.
+
+    azure-functions records every name it validated in ``app.functions_bindings`` and refuses a
+    second ``get_functions()`` (duplicate names). The host indexes with that record cleared and
+    puts it back afterwards, so its own indexing works whoever indexed before, and code that calls
+    ``get_functions()`` itself later (tests do) still can. Cached per app object.
+    """
     functions = _INDEXED.get(app)
     if functions is None:
-        functions = list(app.get_functions())
+        recorded = getattr(app, "functions_bindings", None)
+        if hasattr(app, "functions_bindings"):
+            app.functions_bindings = {}
+        try:
+            functions = list(app.get_functions())
+        finally:
+            if hasattr(app, "functions_bindings"):
+                app.functions_bindings = recorded
         _INDEXED[app] = functions
     return functions
 

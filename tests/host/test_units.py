@@ -181,3 +181,24 @@ def test_schema_v1_action_sets_wait_for_any() -> None:
 def test_continue_as_new_is_recorded() -> None:
     result = _replay([{"actionType": 4, "input": "7"}], _start())
     assert result.finished and result.continue_as_new and result.continue_as_new_input == "7"
+
+
+def test_indexing_leaves_the_apps_single_get_functions_call_to_others() -> None:
+    import azure.durable_functions as df
+
+    from localdev.host.registry import build_registry
+
+    blueprint = df.Blueprint()
+
+    @blueprint.activity_trigger(input_name="value")
+    def echo(value: str) -> str:
+        return value
+
+    app, other = df.DFApp(), df.DFApp()
+    app.register_functions(blueprint)
+    other.register_functions(blueprint)
+    first = build_registry(app)
+    assert [f.get_function_name() for f in app.get_functions()] == ["echo"]  # still allowed after the host
+    other.get_functions()  # someone indexed first ...
+    assert sorted(build_registry(other).activities) == ["echo"]  # ... and the host still can
+    assert first.activity("ECHO") is not None
