@@ -25,7 +25,7 @@ from localdev.host.episode import EpisodeOutcome, EpisodeRequest, ExtensionSetti
 from localdev.host.invoke import Invoker
 from localdev.host.logs import HOST_LOGGER, Scope, scoped
 from localdev.host.registry import Registry
-from localdev.host.shim import KnownFunctions, ShimError
+from localdev.host.shim import KnownFunctions, ScheduledAction, ShimError
 from localdev.host.store import EpisodeCommit, InboxMessage, InstanceRow, Query, Store
 from localdev.host.timefmt import parse_ticks, seconds_from_ticks, ticks_from_seconds
 
@@ -350,8 +350,9 @@ class Engine:
         return [(row.parent_instance_id, row.parent_execution_id, event)]
 
     def _sub_orchestration(
-        self, parent: InstanceRow, task_id: int, action: Any, ticks: int
+        self, parent: InstanceRow, task_id: int, action: ScheduledAction, ticks: int
     ) -> tuple[InstanceRow | None, tuple[str, str | None, h.Event]]:
+        assert action.instance_id is not None and action.name is not None
         existing = self.store.get(action.instance_id)
         if existing is not None and not existing.terminal and not self.config.overwrite_running:
             reason = (
@@ -363,36 +364,17 @@ class Engine:
                 parent.execution_id,
                 h.sub_orchestration_failed(ticks, task_id, reason, None),
             )
-        execution_id = uuid.uuid4().hex
-        input_text = _dotnet_string(action.input)
-        child = InstanceRow(
-            instance_id=action.instance_id,
-            name=action.name,
-            version=action.version or "",
-            execution_id=execution_id,
-            status="Pending",
-            input=input_text,
-            output=None,
-            failure_details=None,
-            custom_status=None,
-            created_ticks=ticks,
-            updated_ticks=ticks,
-            parent_instance_id=parent.instance_id,
-            parent_execution_id=parent.execution_id,
-            parent_task_id=task_id,
-            parent_name=parent.name,
-        )
-        started = h.execution_started(
+        child, started = _pending_instance(
+            action.instance_id,
+            action.name,
+            action.version or "",
+            _dotnet_string(action.input),
             ticks,
-            name=action.name,
-            version=action.version or "",
-            input_text=input_text,
-            instance_id=action.instance_id,
-            execution_id=execution_id,
-            parent=_parent_of(child),
+            parent=parent,
+            task_id=task_id,
         )
         self._cancel_timers(action.instance_id)
-        return child, (action.instance_id, execution_id, started)
+        return child, (action.instance_id, child.execution_id, started)
 
     def _terminate_episode(self, row: InstanceRow, consumed: list[InboxMessage], reason: str | None) -> None:
         ticks = self.now_ticks()
@@ -493,40 +475,17 @@ class Engine:
     def start_instance(
         self, name: str, input_text: str | None, instance_id: str | None = None, version: str | None = None
     ) -> str:
-        info = self.registry.orchestrator(name)
-        if info is None:
+        if self.registry.orchestrator(name) is None:
             try:
                 self._known.check(name, "orchestrator")
             except ShimError as exc:
                 raise StartError(str(exc)) from exc
-        assert info is not None
         instance_id = instance_id or uuid.uuid4().hex
         existing = self.store.get(instance_id)
         if existing is not None and not existing.terminal and not self.config.overwrite_running:
             raise ConflictError(f"An Orchestration instance with the status {existing.status} already exists.")
-        ticks = self.now_ticks()
-        execution_id = uuid.uuid4().hex
-        row = InstanceRow(
-            instance_id=instance_id,
-            name=name,
-            version=self.config.default_version if version is None else version,
-            execution_id=execution_id,
-            status="Pending",
-            input=input_text,
-            output=None,
-            failure_details=None,
-            custom_status=None,
-            created_ticks=ticks,
-            updated_ticks=ticks,
-        )
-        started = h.execution_started(
-            ticks,
-            name=name,
-            version=row.version,
-            input_text=input_text,
-            instance_id=instance_id,
-            execution_id=execution_id,
-        )
+        version = self.config.default_version if version is None else version
+        row, started = _pending_instance(instance_id, name, version, input_text, self.now_ticks())
         self._cancel_timers(instance_id)
         self.store.reset(row, started)
         self.mark_dirty(instance_id)
@@ -605,6 +564,46 @@ class Engine:
         page = rows[start : start + top]
         more = start + top < len(rows)
         return page, (_encode_token(start + top) if more else None)
+
+
+def _pending_instance(
+    instance_id: str,
+    name: str,
+    version: str,
+    input_text: str | None,
+    ticks: int,
+    *,
+    parent: InstanceRow | None = None,
+    task_id: int | None = None,
+) -> tuple[InstanceRow, h.Event]:
+    """A new Pending instance row (a fresh execution id) and the ExecutionStarted message to queue."""
+    row = InstanceRow(
+        instance_id=instance_id,
+        name=name,
+        version=version,
+        execution_id=uuid.uuid4().hex,
+        status="Pending",
+        input=input_text,
+        output=None,
+        failure_details=None,
+        custom_status=None,
+        created_ticks=ticks,
+        updated_ticks=ticks,
+        parent_instance_id=parent.instance_id if parent else None,
+        parent_execution_id=parent.execution_id if parent else None,
+        parent_task_id=task_id,
+        parent_name=parent.name if parent else None,
+    )
+    started = h.execution_started(
+        ticks,
+        name=name,
+        version=version,
+        input_text=input_text,
+        instance_id=instance_id,
+        execution_id=row.execution_id,
+        parent=_parent_of(row),
+    )
+    return row, started
 
 
 def _parent_of(row: InstanceRow) -> dict[str, Any] | None:

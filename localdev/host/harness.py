@@ -81,6 +81,31 @@ class _SharedLoop:
                 asyncio.run_coroutine_threadsafe(http_utils._close_session(), loop).result(5)
 
 
+class _RootLevel:
+    """Lower the root logger so INFO records of user functions get captured; restore after the last host."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _saved = logging.NOTSET
+
+    @classmethod
+    def lower(cls, level: int) -> None:
+        with cls._lock:
+            root = logging.getLogger()
+            if cls._users == 0:
+                cls._saved = root.level
+            cls._users += 1
+            if root.level == logging.NOTSET or root.level > level:
+                root.setLevel(level)
+
+    @classmethod
+    def restore(cls) -> None:
+        with cls._lock:
+            cls._users = max(0, cls._users - 1)
+            if cls._users == 0:
+                logging.getLogger().setLevel(cls._saved)
+
+
 @dataclass(frozen=True)
 class InstanceStatus:
     """An instance as the status API reports it (input/output/custom status decoded)."""
@@ -166,7 +191,7 @@ class LocalHost:
             self._overrides["task_hub"] = task_hub
         self._log_level = log_level
         self._saved_env: dict[str, str | None] = {}
-        self._saved_root_level: int | None = None
+        self._lowered_root = False
         self._runtime: HostRuntime | None = None
         self._registry: Registry | None = None
         self._capture: LogCapture | None = None
@@ -183,11 +208,9 @@ class LocalHost:
             self._runtime = HostRuntime(app, self.clock, options)
             self._registry = self._runtime.registry
             self._capture = LogCapture(self._runtime.host_id)
-            root = logging.getLogger()
-            root.addHandler(self._capture)
-            if root.level > self._log_level or root.level == logging.NOTSET:
-                self._saved_root_level = root.level
-                root.setLevel(self._log_level)
+            logging.getLogger().addHandler(self._capture)
+            _RootLevel.lower(self._log_level)
+            self._lowered_root = True
             self._loop = _SharedLoop.get()
             self._run(self._start_runtime(), timeout=60)
         except BaseException:
@@ -235,12 +258,11 @@ class LocalHost:
         self._saved_env.clear()
 
     def _detach_logging(self) -> None:
-        root = logging.getLogger()
         if self._capture is not None:
-            root.removeHandler(self._capture)
-        if self._saved_root_level is not None:
-            root.setLevel(self._saved_root_level)
-            self._saved_root_level = None
+            logging.getLogger().removeHandler(self._capture)
+        if self._lowered_root:
+            _RootLevel.restore()
+            self._lowered_root = False
 
     # --- plumbing -------------------------------------------------------------------------------------
     @property
@@ -379,7 +401,8 @@ class LocalHost:
                 with scoped(self.engine.scope):
                     if predicate is not None and predicate():
                         return
-                    idle = self._globally_idle()
+                    # run_until_idle: nothing runnable; a wait that can fail fast: nothing can happen any more
+                    idle = self._globally_idle() if predicate is None else self._stuck()
                 if idle:
                     idle_since = idle_since or time.monotonic()
                     if time.monotonic() - idle_since >= settle:
@@ -403,6 +426,10 @@ class LocalHost:
                 and self.clock.pending_timers() == 0
             )
         return self.engine.is_idle(include_timers=False)
+
+    def _stuck(self) -> bool:
+        """No work and no timer left that could ever change anything (durable timers count on any clock)."""
+        return self._globally_idle() and self.engine.is_idle(include_timers=True)
 
     def _pending(self) -> str:
         pending = self.engine.pending()

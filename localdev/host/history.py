@@ -113,16 +113,12 @@ def task_completed(ticks: int, task_id: int, result: str | None) -> Event:
     return _event(EventType.TASK_COMPLETED, -1, ticks, TaskScheduledId=task_id, Result=result)
 
 
+def _failed(kind: EventType, ticks: int, task_id: int, reason: str, details: str | None) -> Event:
+    return _event(kind, -1, ticks, TaskScheduledId=task_id, Reason=reason, Details=details, FailureDetails=None)
+
+
 def task_failed(ticks: int, task_id: int, reason: str, details: str | None) -> Event:
-    return _event(
-        EventType.TASK_FAILED,
-        -1,
-        ticks,
-        TaskScheduledId=task_id,
-        Reason=reason,
-        Details=details,
-        FailureDetails=None,
-    )
+    return _failed(EventType.TASK_FAILED, ticks, task_id, reason, details)
 
 
 def sub_orchestration_created(
@@ -144,15 +140,7 @@ def sub_orchestration_completed(ticks: int, task_id: int, result: str | None) ->
 
 
 def sub_orchestration_failed(ticks: int, task_id: int, reason: str, details: str | None) -> Event:
-    return _event(
-        EventType.SUB_ORCHESTRATION_FAILED,
-        -1,
-        ticks,
-        TaskScheduledId=task_id,
-        Reason=reason,
-        Details=details,
-        FailureDetails=None,
-    )
+    return _failed(EventType.SUB_ORCHESTRATION_FAILED, ticks, task_id, reason, details)
 
 
 def timer_created(ticks: int, timer_id: int, fire_at: str) -> Event:

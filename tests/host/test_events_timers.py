@@ -147,3 +147,14 @@ def test_older_replay_schemas(schema: str, token: str) -> None:
         timers = [e for e in host.history(sleeper) if e["EventType"] == EventType.TIMER_CREATED]
         assert len(timers) == 1  # only schema V3 splits long timers
         assert host.check_replay(retried).ok
+
+
+def test_real_clock_wait_for_rides_out_a_pending_timer() -> None:
+    from localdev.clock import RealClock
+
+    with LocalHost(FEATURES, clock=RealClock()) as host:
+        instance_id = host.start_new("sleeper", 0.00001)  # ~0.9 s of real time: a timer is pending meanwhile
+        assert host.wait_for(instance_id).runtime_status == "Completed"
+        waiting = host.start_new("collector", 1)
+        with pytest.raises(HostIdleError):  # nothing left that could ever move it on
+            host.wait_for(waiting)
