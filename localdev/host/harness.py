@@ -396,7 +396,7 @@ class LocalHost:
         async def wait() -> None:
             deadline = time.monotonic() + timeout
             idle_since: float | None = None
-            settle = max(0.05, 3 * float(getattr(self.clock, "_quiescence", 0.02)))
+            settle = max(0.1, 5 * float(getattr(self.clock, "_quiescence", 0.02)))  # outlast clock hand-offs
             while True:
                 with scoped(self.engine.scope):
                     if predicate is not None and predicate():
