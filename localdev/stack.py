@@ -99,11 +99,12 @@ class Stack:
         return offboarding_instance_id(VmResourceId.parse(vm if isinstance(vm, str) else vm.resource_id))
 
     def wait_for_instance(self, instance_id: str, timeout: float = 120.0) -> InstanceStatus:
-        """Wait until the instance exists and finished (events arrive asynchronously)."""
-        self.host.wait_until(lambda: self._finished(instance_id), timeout=timeout)
-        status = self.host.get_status(instance_id)
-        assert status is not None
-        return status
+        """Wait until the instance exists and finished; fails fast once nothing is left in flight.
+
+        Events reach the app asynchronously, but a pending delivery holds the shared clock, so
+        "everything idle and still no finished instance" means it will never come.
+        """
+        return self.host.wait_for(instance_id, timeout=timeout, fail_if_idle=True)
 
     def wait_for_onboarding(self, vm: SimVm | str, timeout: float = 120.0) -> InstanceStatus:
         return self.wait_for_instance(self.onboarding_id(vm), timeout)
@@ -111,17 +112,20 @@ class Stack:
     def wait_for_offboarding(self, vm: SimVm | str, timeout: float = 120.0) -> InstanceStatus:
         return self.wait_for_instance(self.offboarding_id(vm), timeout)
 
-    def _finished(self, instance_id: str) -> bool:
-        row = self.host.engine.store.get(instance_id)
-        return row is not None and row.terminal
-
     def settle(self, timeout: float = 120.0) -> None:
         """Run until nothing is in flight: no instance running, no event delivery pending."""
         self.host.run_until_idle(timeout=timeout)
 
     def run_reconcile(self) -> HttpResult:
         """One reconcile pass now (the timer function, invoked through the host's admin route)."""
-        return self.host.trigger_timer(RECONCILE_FUNCTION)
+        return self.api("POST", f"/admin/functions/{RECONCILE_FUNCTION}", {"input": ""})
+
+    def deliver_events(self, events: list[dict[str, Any]]) -> HttpResult:
+        """POST Event Grid events to the app's webhook, as Event Grid does (with the key)."""
+        headers = {"aeg-event-type": "Notification", "x-functions-key": self.function_key}
+        return self.host.invoke_http(
+            "POST", "/runtime/webhooks/eventgrid", events, headers=headers, query={"functionName": EVENT_FUNCTION}
+        )
 
     def now(self) -> float:
         return self.clock.time()

@@ -7,8 +7,12 @@ over a pending or running instance), which we detect and treat as "already runni
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +41,33 @@ OFFBOARD_PREFIX = f"{InstanceKind.OFFBOARD.value}-"
 
 IdentityReader = Callable[[], Awaitable[VmIdentity | None]]
 
+_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@asynccontextmanager
+async def serialised(instance_id: str) -> AsyncIterator[None]:
+    """One check-then-start at a time per instance id in this worker.
+
+    Without it, a duplicate event could read "no instance", the first copy could start *and
+    finish* the instance (fast on a virtual clock), and the duplicate's start would then restart
+    it. Across workers the extension's refusal to start over a running instance still holds.
+    """
+    lock = _LOCKS.get(instance_id)
+    if lock is None:
+        lock = _LOCKS[instance_id] = asyncio.Lock()
+    async with lock:
+        yield
+
+
+def json_value(value: Any) -> Any:
+    """Inputs of Python-started instances come back as JSON *text* (the client encodes twice)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
 
 def snapshot_of(status: Any) -> InstanceSnapshot | None:
     """A DurableOrchestrationStatus as a snapshot; None for "no such instance"."""
@@ -51,7 +82,7 @@ def snapshot_of(status: Any) -> InstanceSnapshot | None:
         last_updated_time=status.last_updated_time,
         custom_status=status.custom_status,
         output=status.output,
-        input=status.input_,
+        input=json_value(status.input_),
     )
 
 
@@ -97,29 +128,27 @@ async def start_onboarding(
     *,
     explicit: bool,
     identity: IdentityReader | None = None,
-    existing: InstanceSnapshot | None = None,
-    decision: StartDecision | None = None,
 ) -> tuple[StartDecision, str]:
     """Apply the shared start rules to one VM; returns the decision taken and the instance id.
 
-    ``identity`` is only awaited when a finished instance exists: it reads the VM's current identity
+    The status is read under the per-instance lock, so the decision is made on fresh facts.
+    ``identity`` is only awaited when a finished instance exists: it gives the VM's current identity
     to tell "nothing changed" from "VM identity changed" (whose old grant the new run removes).
     """
     instance_id = onboarding_instance_id(request.vm_id)
-    if decision is None:
-        if existing is None:
-            existing = await instances.get(instance_id)
+    async with serialised(instance_id):
+        existing = await instances.get(instance_id)
         current = None
         if existing is not None and not existing.active and identity is not None:
             current = await identity()
         decision = decide_onboarding(existing, current, explicit=explicit)
-    if not decision.starts:
-        return decision, instance_id
-    payload = OnboardInput(
-        request=request, options=onboarding_options(settings), supersedes=decision.supersedes
-    ).to_json()
-    if not await instances.start(ONBOARD_ORCHESTRATOR, instance_id, payload):
-        return StartDecision(action=StartAction.SKIP_RUNNING, reason="a duplicate started it first"), instance_id
+        if not decision.starts:
+            return decision, instance_id
+        payload = OnboardInput(
+            request=request, options=onboarding_options(settings), supersedes=decision.supersedes
+        ).to_json()
+        if not await instances.start(ONBOARD_ORCHESTRATOR, instance_id, payload):
+            return StartDecision(action=StartAction.SKIP_RUNNING, reason="a duplicate started it first"), instance_id
     log.info("onboarding %s %s (%s): %s", request.vm_id, decision.action.value, request.source.value, decision.reason)
     return decision, instance_id
 
@@ -155,6 +184,13 @@ async def start_offboarding(
 
 async def start_offboarding_request(instances: Instances, request: OffboardingRequest, settings: Settings) -> str:
     instance_id = offboarding_instance_id(request.vm_id)
+    async with serialised(instance_id):
+        return await _start_offboarding(instances, request, settings, instance_id)
+
+
+async def _start_offboarding(
+    instances: Instances, request: OffboardingRequest, settings: Settings, instance_id: str
+) -> str:
     existing = await instances.get(instance_id)
     if existing is not None and existing.active:
         raise OffboardSkip(f"offboarding of {request.vm_id} is already {existing.runtime_status}", conflict=True)

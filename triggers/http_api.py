@@ -118,7 +118,7 @@ async def restart(
         key_name = snapshot.input["request"].get("key_name")
     request = OnboardingRequest(vm_id=vm_id, key_name=key_name, source=TriggerSource.RETRY)
     decision, instance_id = await start_onboarding(
-        instances, request, settings, explicit=True, existing=snapshot, identity=lambda: read_identity(vm_id)
+        instances, request, settings, explicit=True, identity=lambda: read_identity(vm_id)
     )
     return decision.action, instance_id
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -22,6 +23,7 @@ from skr.errors import SkrError, classify
 from skr.models import OnboardingRequest, TriggerSource
 from skr.settings import Settings
 from skr.workflow.configure import RECONCILE_MAX_STARTS, scope_guard
+from skr.workflow.instances import VmIdentity
 from skr.workflow.reconcile import ReconcilePlan, plan_reconcile
 from triggers._azure import list_fleet
 from triggers._instances import (
@@ -63,7 +65,8 @@ async def reconcile_pass(instances: Instances, settings: Settings) -> ReconcileP
     started = 0
     for planned in plan.starts:
         request = OnboardingRequest(vm_id=planned.facts.vm_id, source=TriggerSource.RECONCILE)
-        taken, _ = await start_onboarding(instances, request, settings, explicit=False, decision=planned.decision)
+        known = VmIdentity.of_facts(planned.facts)
+        taken, _ = await start_onboarding(instances, request, settings, explicit=False, identity=partial(_known, known))
         started += taken.starts
     offboarded = 0
     for planned_off in plan.offboardings:
@@ -87,6 +90,10 @@ async def reconcile_pass(instances: Instances, settings: Settings) -> ReconcileP
         plan.foreign_assignments,
     )
     return plan
+
+
+async def _known(identity: VmIdentity) -> VmIdentity:
+    return identity
 
 
 @bp.timer_trigger(schedule=SCHEDULE, arg_name="timer", run_on_startup=False)

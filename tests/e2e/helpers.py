@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from localdev.host.harness import InstanceStatus
 from localdev.stack import Stack
 from localdev.twin.model import SimVm
 from localdev.twin.rbac import PropagationModel, RoleAssignment
@@ -43,3 +45,9 @@ def onboard(stack: Stack, name: str, **vm: Any) -> tuple[SimVm, dict[str, Any]]:
 def published_for(stack: Stack, vm: SimVm) -> list[dict[str, Any]]:
     """CloudEvents our app published to the twin's topic about ``vm``."""
     return [r["event"] for r in stack.twin.events.published if r["event"].get("subject") == vm.resource_id]
+
+
+def input_of(status: InstanceStatus) -> dict[str, Any]:
+    """An instance's input as a dict (the Python client starts instances with JSON text)."""
+    value = status.input
+    return json.loads(value) if isinstance(value, str) else value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -83,25 +84,30 @@ class Ledger:
             return [i for i in self.issued if i.kind == "release_jws"]
 
     def needles(self) -> dict[str, str]:
-        """Every secret, and the fragments that would betray it, by a readable label."""
+        """Every secret by a readable label: token payloads and signatures, key_hsm, private key numbers.
+
+        JWT/JWS headers are left out: they are public (algorithm, key id, certificate chain).
+        """
         out: dict[str, str] = {}
         with self.lock:
             issued = list(self.issued)
         for n, item in enumerate(issued):
             parts = item.value.split(".")
-            out[f"{item.kind}#{n}"] = item.value
-            if len(parts) == 3 and len(parts[2]) >= 32:
-                out[f"{item.kind}#{n}.signature"] = parts[2]
+            if len(parts) == 3:
+                out[f"{item.kind}#{n} payload"] = parts[1]
+                out[f"{item.kind}#{n} signature"] = parts[2]
+            else:
+                out[f"{item.kind}#{n}"] = item.value
             if item.kind == "release_jws" and item.extra.get("key_hsm"):
-                out[f"key_hsm#{n}"] = str(item.extra["key_hsm"])[:64]
+                out[f"key_hsm#{n}"] = str(item.extra["key_hsm"])
         for vault in self.twin.vaults.values():
             for stored in vault.keys.values():
                 for version in stored.versions:
                     label = f"key {stored.name}/{version.version}"
                     for name, raw in private_parts(version.private_key).items():
-                        out[f"{label} {name} b64url"] = _b64url(raw)[:43]
-                        out[f"{label} {name} b64"] = base64.b64encode(raw).decode()[:43]
-                        out[f"{label} {name} hex"] = raw.hex()[:64]
+                        out[f"{label} {name} b64url"] = _b64url(raw)
+                        out[f"{label} {name} b64"] = base64.b64encode(raw).decode()
+                        out[f"{label} {name} hex"] = raw.hex()
         return out
 
 
@@ -144,10 +150,23 @@ def places(stack: Stack) -> dict[str, str]:
     return found
 
 
+CHUNK = 32
+_RUN = re.compile(rf"[A-Za-z0-9_\-+/]{{{CHUNK},}}")
+
+
 def leaks(needles: dict[str, str], haystacks: dict[str, str]) -> list[str]:
-    return [
-        f"{label} in {where}"
-        for label, needle in needles.items()
-        for where, text in haystacks.items()
-        if needle in text
-    ]
+    """Where any piece of a secret shows up: every aligned 32-character chunk of every secret is
+    looked for at every offset of every base64/hex-looking run, so a leaked fragment of 63+
+    characters (a log line with part of a token, a truncated JWS) is found."""
+    chunks: dict[str, str] = {}
+    for label, secret in needles.items():
+        for start in range(0, len(secret) - CHUNK + 1, CHUNK):
+            chunks.setdefault(secret[start : start + CHUNK], label)
+    found: set[str] = set()
+    for where, text in haystacks.items():
+        for run in _RUN.findall(text):
+            for offset in range(len(run) - CHUNK + 1):
+                label = chunks.get(run[offset : offset + CHUNK])
+                if label is not None:
+                    found.add(f"{label} in {where}")
+    return sorted(found)
