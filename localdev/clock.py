@@ -283,6 +283,10 @@ class VirtualClock(Clock):
                 while True:
                     ready = self._pop_due()
                     if ready:
+                        # Fired callbacks count as busy until they have run: between popping a
+                        # timer and running it nothing else may look idle and jump time forward.
+                        self._busy += 1
+                        self._generation += 1
                         break
                     if self._busy == 0 and self._heap:
                         generation = self._generation
@@ -292,8 +296,11 @@ class VirtualClock(Clock):
                             self.jumps += 1
                         continue
                     self._cond.wait()
-            for handle in ready:
-                handle._fire()
+            try:
+                for handle in ready:
+                    handle._fire()
+            finally:
+                self.release_busy()
 
 
 def make_clock(kind: str, *, scale: float = 60.0, start: float | None = None) -> Clock:
