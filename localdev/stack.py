@@ -33,6 +33,11 @@ RECONCILE_FUNCTION = "reconcile"
 DEFAULT_SCHEDULE = "0 0 3 * * *"  # once a day: tests and demos run reconcile on demand
 
 
+def webhook_url(host: LocalHost, function_key: str) -> str:
+    """Where Event Grid delivers: the host's webhook for the app's Event Grid function, with the key."""
+    return f"{host.base_url}/runtime/webhooks/eventgrid?functionName={EVENT_FUNCTION}&code={function_key}"
+
+
 def app_settings(twin: Twin, overrides: Mapping[str, str | None] | None = None) -> dict[str, str]:
     """The app settings (and identity endpoint) that point the production code at ``twin``."""
     vault = twin.vault()
@@ -67,6 +72,7 @@ class Stack:
     settings: dict[str, str]
     function_key: str
     db_path: Path | None = None
+    _timer_triggers: bool = False
 
     # --- the app's HTTP API -------------------------------------------------------------------------
     def api(
@@ -130,6 +136,26 @@ class Stack:
     def now(self) -> float:
         return self.clock.time()
 
+    def restart_host(self) -> LocalHost:
+        """Stop the host (as if its process died) and start a new one on the same store and clock.
+
+        Work in flight is re-derived from the store, as after a crash: activities run again.
+        """
+        if self.db_path is None:
+            raise RuntimeError("restart_host needs a stack started with db_path (an in-memory store dies with it)")
+        self.host.stop()
+        self.host = LocalHost(
+            "function_app:app",
+            clock=self.clock,
+            db_path=self.db_path,
+            settings=self.settings,
+            function_key=self.function_key,
+            timer_triggers=self._timer_triggers,
+        )
+        self.host.start()
+        self.twin.events.configure(url=webhook_url(self.host, self.function_key))
+        return self.host
+
 
 @contextmanager
 def start_stack(
@@ -174,20 +200,20 @@ def start_stack(
             **extra,
         )
         host.start()
-        exits.callback(host.stop)
-        if deliver_events:
-            twin.events.configure(
-                url=f"{host.base_url}/runtime/webhooks/eventgrid?functionName={EVENT_FUNCTION}&code={key}"
-            )
-            exits.callback(lambda: twin.events.configure(url=None))
-        yield Stack(
+        stack = Stack(
             twin=twin,
             host=host,
             clock=the_clock,
             settings=env,
             function_key=key,
             db_path=Path(db_path) if db_path is not None else None,
+            _timer_triggers=timer_triggers,
         )
+        exits.callback(lambda: stack.host.stop())  # noqa: PLW0108 - the host in place at exit (restarts swap it)
+        if deliver_events:
+            twin.events.configure(url=webhook_url(host, key))
+            exits.callback(lambda: twin.events.configure(url=None))
+        yield stack
 
 
 def is_virtual(stack: Stack) -> bool:
