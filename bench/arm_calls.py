@@ -10,13 +10,12 @@ plus the release calls the VMs make from inside. The last stdout line is the JSO
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from typing import Any
 
-from bench.fleet import FleetResult, run_compliant_fleet
+from bench.fleet import FleetResult, bench_parser, run_compliant_fleet
 
 
 def arm_bucket(operation: str) -> str:
@@ -68,24 +67,17 @@ def figures(result: FleetResult) -> dict[str, Any]:
         "arm_by_operation_per_vm": {op: per_vm(c) for op, c in sorted(calls["arm_ops"].items())},
         "kv_by_operation_per_vm": {op: per_vm(c) for op, c in sorted(calls["kv_ops"].items())},
         "throttled_429": sum(result.throttled.values()),
-        "propagation_model": result.propagation,
-        "clock": "virtual",
-        "ended": result.ended,
-        "wall_seconds": round(result.wall_seconds, 1),
     }
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.arm_calls", description=__doc__.split("\n\n")[0])
-    p.add_argument("--vms", type=int, default=20, help="fleet size (default 20)")
-    p.add_argument("--seed", type=int, default=2, help="fleet and RBAC delays (default 2)")
+    p = bench_parser("arm_calls", __doc__ or "", vms=20, seed=2)
     args = p.parse_args(argv)
     if args.vms < 1:
         p.error("--vms must be at least 1")
     result = run_compliant_fleet(args.vms, args.seed, label="arm_calls")
     out = figures(result)
-    out["seed"] = args.seed
-    print(json.dumps(out))
+    print(json.dumps(out | result.run_info(args.seed)))
     return 0 if result.failures == 0 and result.ended == "finished" else 1
 
 

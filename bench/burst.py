@@ -16,13 +16,12 @@ seconds. ``--vms 1000 --throttle-scale 1`` is the unscaled run. The last stdout 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from typing import Any
 
-from bench.fleet import FleetResult, run_compliant_fleet
+from bench.fleet import FleetResult, bench_parser, run_compliant_fleet
 from bench.strategies import ratio
 from localdev.twin.core import TwinConfig
 
@@ -75,17 +74,11 @@ def figures(result: FleetResult, *, scale: float, window_s: float) -> dict[str, 
         "throttle_buckets": {kind: [round(b, 3), round(r, 4)] for kind, (b, r) in sorted(limits.items())},
         "run_command": "real in-VM script (subprocess) for every release",
         "app_settings": SETTINGS,
-        "propagation_model": result.propagation,
-        "clock": "virtual",
-        "ended": result.ended,
-        "wall_seconds": round(result.wall_seconds, 1),
     }
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.burst", description=__doc__.split("\n\n")[0])
-    p.add_argument("--vms", type=int, default=REFERENCE_FLEET, help="fleet size (default 1000)")
-    p.add_argument("--seed", type=int, default=3, help="fleet (default 3)")
+    p = bench_parser("burst", __doc__ or "", vms=REFERENCE_FLEET, seed=3)
     p.add_argument("--window", type=float, default=60.0, help="the VMs are created within this many seconds")
     p.add_argument("--throttle-scale", default="auto",
                    help="multiply every bucket's burst and refill by this; auto = vms/1000 (default)")
@@ -106,8 +99,7 @@ def main(argv: list[str]) -> int:
         throttle=buckets, settings=SETTINGS, wall_timeout=args.timeout,
     )
     out = figures(result, scale=scale, window_s=args.window)
-    out["seed"] = args.seed
-    print(json.dumps(out))
+    print(json.dumps(out | result.run_info(args.seed)))
     return 0 if result.ended == "finished" else 1
 
 

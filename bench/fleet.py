@@ -3,6 +3,7 @@ clock), with everything the figures need captured from the twin before the stack
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -67,6 +68,24 @@ class FleetResult:
     @property
     def failures(self) -> int:
         return sum(1 for vm in self.vms if vm.outcome != "released")
+
+    def run_info(self, seed: int) -> dict[str, Any]:
+        """The fields every fleet benchmark's JSON ends with."""
+        return {
+            "propagation_model": self.propagation,
+            "clock": "virtual",
+            "ended": self.ended,
+            "wall_seconds": round(self.wall_seconds, 1),
+            "seed": seed,
+        }
+
+
+def bench_parser(name: str, doc: str, *, vms: int, seed: int) -> argparse.ArgumentParser:
+    """``--vms`` and ``--seed`` for ``python -m bench.<name>``; the doc's first paragraph as help."""
+    p = argparse.ArgumentParser(prog=f"python -m bench.{name}", description=doc.split("\n\n", maxsplit=1)[0])
+    p.add_argument("--vms", type=int, default=vms, help=f"fleet size (default {vms})")
+    p.add_argument("--seed", type=int, default=seed, help=f"fleet and RBAC delays (default {seed})")
+    return p
 
 
 def _epoch(text: Any) -> float | None:

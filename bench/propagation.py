@@ -12,12 +12,11 @@ The last stdout line is the JSON result.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 
-from bench.fleet import run_compliant_fleet
+from bench.fleet import bench_parser, run_compliant_fleet
 from bench.strategies import RunCommandTiming, fixed_sleep_release, oracle_release, ratio
 from localdev.demo_stats import distribution, mean, percentile
 
@@ -67,25 +66,18 @@ def figures(result: Any, sleep_s: float) -> dict[str, Any]:
         "ours_reported_propagation": distribution(reported),
         "run_command_duration_s": timing.duration_s,
         "release_offset_s": timing.release_offset_s,
-        "propagation_model": result.propagation,
-        "clock": "virtual",
-        "ended": result.ended,
-        "wall_seconds": round(result.wall_seconds, 1),
     }
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.propagation", description=__doc__.split("\n\n")[0])
-    p.add_argument("--vms", type=int, default=40, help="fleet size (default 40)")
-    p.add_argument("--seed", type=int, default=1, help="fleet and RBAC delays (default 1)")
+    p = bench_parser("propagation", __doc__ or "", vms=40, seed=1)
     p.add_argument("--sleep", type=float, default=60.0, help="the baseline's fixed sleep S in seconds (default 60)")
     args = p.parse_args(argv)
     if args.vms < 1 or args.sleep <= 0:
         p.error("--vms must be at least 1 and --sleep positive")
     result = run_compliant_fleet(args.vms, args.seed, label="propagation")
     out = figures(result, args.sleep)
-    out["seed"] = args.seed
-    print(json.dumps(out))
+    print(json.dumps(out | result.run_info(args.seed)))
     return 0 if result.failures == 0 and result.ended == "finished" else 1
 
 
