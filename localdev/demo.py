@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from localdev.demo_fleet import build_fleet
 from localdev.demo_runner import FleetRun
 from localdev.demo_summary import build_summary
 from localdev.demo_view import ProgressReporter, summary_renderable
-from localdev.stack import start_stack
+from localdev.stack import Stack, start_stack
 from localdev.twin.core import TwinConfig
 
 VIRTUAL_LIMIT_SECONDS = 3 * 3600.0  # far beyond the 15-minute propagation deadline: a hung run ends
@@ -40,6 +41,7 @@ class DemoOptions:
     burst_seconds: float = 60.0
     timeout_seconds: float = 900.0
     live: bool | None = None  # None: a live table on a terminal, plain lines otherwise
+    serve: bool = False  # keep the app's HTTP API up after the summary, until Ctrl-C
 
 
 def _positive_int(text: str) -> int:
@@ -79,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
                    help="the VMs are created within this many simulated seconds (default 60)")
     p.add_argument("--timeout", dest="timeout_seconds", type=_positive_float, default=900.0,
                    help="give up after this many real seconds (default 900)")
+    p.add_argument("--serve", action="store_true",
+                   help="after the summary keep the twin and the app running (HTTP API on loopback) until Ctrl-C")
     live = p.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None, help="force the live table")
     live.add_argument("--plain", dest="live", action="store_false", help="plain progress lines (CI logs)")
@@ -146,12 +150,37 @@ def run_demo(options: DemoOptions, console: Console) -> dict[str, Any]:
         )
         if run.errors or ended != "finished":
             summary["ok"] = False
-    console.print(summary_renderable(summary, events))
-    if ended != "finished":
-        console.print(f"[bold red]the run ended early: {ended}[/]")
-    for error in run.errors:
-        console.print(f"[red]{error}[/]", highlight=False)
+        console.print(summary_renderable(summary, events))
+        if ended != "finished":
+            console.print(f"[bold red]the run ended early: {ended}[/]")
+        for error in run.errors:
+            console.print(f"[red]{error}[/]", highlight=False)
+        if options.serve:
+            serve_until_interrupted(stack, console)
     return summary
+
+
+def serve_until_interrupted(stack: Stack, console: Console) -> None:
+    """Leave the stack up so the app's HTTP API can be tried by hand (README: HTTP API)."""
+    console.print(
+        f"\nThe app is serving: BASE={stack.host.base_url}/api KEY={stack.function_key}\n"
+        f"  curl -s -H \"x-functions-key: $KEY\" \"$BASE/onboardings?outcome=failed\"\n"
+        f"VMs live in subscription {stack.twin.config.subscription_id} of the twin (admin API "
+        f"{stack.twin.urls.admin}/admin). Ctrl-C stops.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str]) -> int:

@@ -77,3 +77,39 @@ def test_bad_options_stop_before_anything_starts(tmp_path: Path, capsys: pytest.
         with pytest.raises(SystemExit):
             demo.main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_serve_keeps_the_api_up_for_the_readme_curl_examples_until_sigterm(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-m", "localdev", "demo", "--vms", "2", "--seed", "3", "--plain",
+                             "--serve"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "The app is serving" in line:
+                break
+        match = re.search(r"BASE=(\S+) KEY=(\S+)", "".join(lines))
+        assert match, "".join(lines)[-2000:]
+        base, key = match.groups()
+        request = urllib.request.Request(f"{base}/onboardings?outcome=released", headers={"x-functions-key": key})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            page = json.loads(response.read())
+        assert page["items"] and all(item["outcome"] == "released" for item in page["items"])
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{base}/onboardings", timeout=30)
+        assert refused.value.code == 401
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
