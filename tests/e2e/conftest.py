@@ -21,7 +21,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield running
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def ledger(stack: Stack) -> Iterator[Ledger]:
     with Ledger(stack.twin).recording() as recording:
         yield recording
+
+
+@pytest.fixture(autouse=True)
+def replays_identically(stack: Stack) -> Iterator[None]:
+    """After each test, every instance it finished replays to the same actions (no non-determinism)."""
+    before = {(s.instance_id, s.last_updated_time) for s in stack.host.instances()}
+    yield
+    stack.settle()
+    for status in stack.host.instances():
+        if status.done and (status.instance_id, status.last_updated_time) not in before:
+            stack.host.check_replay(status.instance_id)
