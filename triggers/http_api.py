@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import azure.durable_functions as df
@@ -38,6 +38,7 @@ from triggers._instances import ONBOARD_PREFIX, Instances, OffboardSkip, start_o
 bp = df.Blueprint()
 log = logging.getLogger("skr.triggers.http")
 
+B = TypeVar("B", bound=BaseModel)
 AUTH = func.AuthLevel.FUNCTION
 ROUTE = "onboardings"
 
@@ -80,6 +81,17 @@ def json_body(req: func.HttpRequest, *, optional: bool = False) -> tuple[Any, fu
         return json.loads(raw), None
     except (ValueError, UnicodeDecodeError):
         return None, problem(400, "invalid_json", "the body is not valid JSON")
+
+
+def parse_body(req: func.HttpRequest, model: type[B], what: str, *, optional: bool = False) -> B | func.HttpResponse:
+    """The JSON body validated as ``model``, or the 400 response that says what is wrong."""
+    data, error = json_body(req, optional=optional)
+    if error is not None:
+        return error
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        return invalid(exc, what)
 
 
 # -- shared ----------------------------------------------------------------------------------------
@@ -127,13 +139,9 @@ async def restart(
 
 
 async def create(req: func.HttpRequest, instances: Instances) -> func.HttpResponse:
-    data, error = json_body(req)
-    if error is not None:
-        return error
-    try:
-        body = StartOnboardingBody.model_validate(data)
-    except ValidationError as exc:
-        return invalid(exc, "onboarding request")
+    body = parse_body(req, StartOnboardingBody, "onboarding request")
+    if isinstance(body, func.HttpResponse):
+        return body
     settings = clients.get_settings()
     if (rejected := out_of_scope(settings, body.vm_id)) is not None:
         return rejected
@@ -205,13 +213,9 @@ async def retry(req: func.HttpRequest, instances: Instances, instance_id: str) -
 
 
 async def retry_failed(req: func.HttpRequest, instances: Instances) -> func.HttpResponse:
-    data, error = json_body(req, optional=True)
-    if error is not None:
-        return error
-    try:
-        body = RetryFailedBody.model_validate(data)
-    except ValidationError as exc:
-        return invalid(exc, "retry filter")
+    body = parse_body(req, RetryFailedBody, "retry filter", optional=True)
+    if isinstance(body, func.HttpResponse):
+        return body
     settings = clients.get_settings()
     snapshots = await instances.list(ONBOARD_PREFIX, created_from=body.created_from, created_to=body.created_to)
     retried: list[str] = []

@@ -9,6 +9,7 @@ import pytest
 
 from localdev.stack import Stack, start_stack
 from localdev.twin.core import TwinConfig
+from tests.e2e.helpers import replay_guard
 from tests.e2e.support import Ledger
 
 
@@ -30,9 +31,5 @@ def ledger(stack: Stack) -> Iterator[Ledger]:
 @pytest.fixture(autouse=True)
 def replays_identically(stack: Stack) -> Iterator[None]:
     """After each test, every instance it finished replays to the same actions (no non-determinism)."""
-    before = {(s.instance_id, s.last_updated_time) for s in stack.host.instances()}
-    yield
-    stack.settle()
-    for status in stack.host.instances():
-        if status.done and (status.instance_id, status.last_updated_time) not in before:
-            stack.host.check_replay(status.instance_id)
+    with replay_guard(stack):
+        yield

@@ -10,8 +10,18 @@ from typing import Any
 
 from localdev.host.harness import InstanceStatus
 from localdev.stack import Stack
+from localdev.twin.faults import Fault
 from localdev.twin.model import SimVm
 from localdev.twin.rbac import PropagationModel, RoleAssignment
+
+RUN_STAGES = (
+    "inspecting_vm",
+    "ensuring_key",
+    "ensuring_role",
+    "assigning_role",
+    "waiting_for_rbac",
+    "releasing",
+)
 
 
 def epoch(value: str) -> float:
@@ -51,3 +61,24 @@ def input_of(status: InstanceStatus) -> dict[str, Any]:
     """An instance's input as a dict (the Python client starts instances with JSON text)."""
     value = status.input
     return json.loads(value) if isinstance(value, str) else value
+
+
+@contextmanager
+def fault(stack: Stack, kind: str, **settings: Any) -> Iterator[Fault]:
+    """A twin fault for the duration of the block."""
+    added = stack.twin.faults.add(kind, **settings)
+    try:
+        yield added
+    finally:
+        stack.twin.faults.remove(added.id)
+
+
+@contextmanager
+def replay_guard(stack: Stack) -> Iterator[None]:
+    """Every instance that finishes inside the block must replay to the same actions afterwards."""
+    before = {(s.instance_id, s.last_updated_time) for s in stack.host.instances()}
+    yield
+    stack.settle()
+    for status in stack.host.instances():
+        if status.done and (status.instance_id, status.last_updated_time) not in before:
+            stack.host.check_replay(status.instance_id)

@@ -11,6 +11,7 @@ import pytest
 from localdev.host.harness import HttpResult
 from localdev.stack import Stack
 from localdev.twin.model import SimVm, TeeProfile
+from tests.e2e.helpers import RUN_STAGES
 
 LEAKS = ("code=", "/runtime/webhooks", "statusQueryGetUri", "sendEventPostUri", "purgeHistoryDeleteUri")
 
@@ -92,14 +93,7 @@ def test_start_show_conflict_and_restart(stack: Stack) -> None:
         assert delete.status == 409 and error_code(delete) == "conflict"
         running = body(stack.api("GET", f"/api/onboardings/{iid}"))
         assert running["runtime_status"] in ("Pending", "Running") and running["result"] is None
-        assert running["custom_status"] is None or running["custom_status"]["stage"] in {
-            "inspecting_vm",
-            "ensuring_key",
-            "ensuring_role",
-            "assigning_role",
-            "waiting_for_rbac",
-            "releasing",
-        }
+        assert running["custom_status"] is None or running["custom_status"]["stage"] in RUN_STAGES
     done = stack.wait_for_onboarding(vm)
     assert done.output["outcome"] == "released" and done.output["key"]["name"] == "http-start-key"
     shown = stack.api("GET", f"/api/onboardings/{iid}")

@@ -9,18 +9,15 @@ import pytest
 
 from localdev.stack import Stack, start_stack
 from localdev.twin.core import TwinConfig
-from tests.e2e.helpers import assignments_of, epoch, onboard, published_for
+from tests.e2e.helpers import assignments_of, epoch, onboard, published_for, replay_guard
+from tests.e2e.helpers import fault as fault_in
 
 
 @pytest.fixture(autouse=True)
 def replays_identically(stack: Stack) -> Iterator[None]:
     """After each test, every instance it finished still replays to the same actions (determinism)."""
-    before = {(s.instance_id, s.last_updated_time) for s in stack.host.instances()}
-    yield
-    stack.settle()
-    for status in stack.host.instances():
-        if status.done and (status.instance_id, status.last_updated_time) not in before:
-            stack.host.check_replay(status.instance_id)
+    with replay_guard(stack):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +38,8 @@ def timers_of(stack: Stack, instance_id: str) -> list[float]:
 
 
 def test_throttled_role_assignment_waits_out_retry_after_on_durable_timers(stack: Stack) -> None:
-    fault = stack.twin.faults.add("throttle_storm", count=2, retry_after=45, method="PUT", path="roleAssignments")
-    try:
+    with fault_in(stack, "throttle_storm", count=2, retry_after=45, method="PUT", path="roleAssignments") as fault:
         vm, result = onboard(stack, "cvm-throttled")
-    finally:
-        stack.twin.faults.remove(fault.id)
     assert fault.hits == 2
     assert result["outcome"] == "released", result["detail"]
     waited = epoch(result["assignment_created_at"]) - epoch(result["stage_times"]["assigning_role"])
@@ -55,23 +49,17 @@ def test_throttled_role_assignment_waits_out_retry_after_on_durable_timers(stack
 
 
 def test_transient_key_vault_errors_are_retried(stack: Stack) -> None:
-    fault = stack.twin.faults.add(
-        "error", count=3, status=503, service="keyvault", method="POST", path="/keys/.*/create"
-    )
-    try:
+    with fault_in(
+        stack, "error", count=3, status=503, service="keyvault", method="POST", path="/keys/.*/create"
+    ) as fault:
         _, result = onboard(stack, "cvm-kv-503")
-    finally:
-        stack.twin.faults.remove(fault.id)
     assert fault.hits == 3
     assert result["outcome"] == "released", result["detail"]
 
 
 def test_a_hung_run_command_times_out_and_the_next_run_releases(stack: Stack) -> None:
-    fault = stack.twin.faults.add("runcommand_hang", count=1)
-    try:
+    with fault_in(stack, "runcommand_hang", count=1) as fault:
         _, result = onboard(stack, "cvm-hang")
-    finally:
-        stack.twin.faults.remove(fault.id)
     assert fault.hits == 1
     assert result["outcome"] == "released", result["detail"]
     assert result["release_attempts"] >= 2
@@ -79,11 +67,9 @@ def test_a_hung_run_command_times_out_and_the_next_run_releases(stack: Stack) ->
 
 
 def test_vm_deleted_during_the_release_fails_vm_deleted_and_removes_its_grant(stack: Stack) -> None:
-    fault = stack.twin.faults.add("vm_delete_during_run", count=1, seconds=5)
-    try:
+    with fault_in(stack, "vm_delete_during_run", count=1, seconds=5) as fault:
         vm, result = onboard(stack, "cvm-vanishing")
-    finally:
-        stack.twin.faults.remove(fault.id)
+    assert fault.hits == 1
     assert result["outcome"] == "failed" and result["failure_code"] == "vm_deleted", result["detail"]
     stack.settle()
     assert assignments_of(stack, vm) == []
@@ -91,11 +77,9 @@ def test_vm_deleted_during_the_release_fails_vm_deleted_and_removes_its_grant(st
 
 
 def test_a_persistent_maa_outage_fails_attestation(stack: Stack) -> None:
-    fault = stack.twin.faults.add("maa_outage", duration=100_000)
-    try:
+    with fault_in(stack, "maa_outage", duration=100_000) as fault:
         _, result = onboard(stack, "cvm-no-maa")
-    finally:
-        stack.twin.faults.remove(fault.id)
+    assert fault.hits >= 1
     assert result["outcome"] == "failed" and result["failure_code"] == "attestation_failed", result["detail"]
 
 
