@@ -33,6 +33,7 @@ class FleetRun:
     vm_ids: dict[str, str] = field(default_factory=dict)  # VM name -> resource id
     instance_ids: dict[str, str] = field(default_factory=dict)  # VM name -> onboarding instance id
     errors: list[str] = field(default_factory=list)
+    _pending: set[str] = field(default_factory=set)  # instance ids not seen finished yet
 
     def __post_init__(self) -> None:
         twin = self.stack.twin
@@ -40,6 +41,7 @@ class FleetRun:
             vm_id = twin.vm_resource_id(spec.name, spec.resource_group)
             self.vm_ids[spec.name] = vm_id
             self.instance_ids[spec.name] = Stack.onboarding_id(vm_id)
+        self._pending = set(self.instance_ids.values())
 
     # --- creating the fleet ------------------------------------------------------------------------
     def schedule(self) -> None:
@@ -118,11 +120,18 @@ class FleetRun:
         return rows
 
     def finished(self) -> bool:
-        statuses = self.statuses()
-        return all(
-            (status := statuses.get(iid)) is not None and status.runtime_status in TERMINAL
-            for iid in self.instance_ids.values()
-        )
+        """Every VM's onboarding exists and has ended (only the unfinished ones are looked up)."""
+        if self._pending:
+            self._pending -= self._terminal(sorted(self._pending))
+        return not self._pending
+
+    def _terminal(self, instance_ids: list[str]) -> set[str]:
+        store = self.stack.host.engine.store
+
+        async def check() -> set[str]:  # on the host's loop, which owns the store
+            return {iid for iid in instance_ids if (row := store.get(iid)) is not None and row.terminal}
+
+        return self.stack.host.call(check())
 
     def stalled(self) -> bool:
         """On a virtual clock: nothing running and no timer left, so nothing can change any more."""
