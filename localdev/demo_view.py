@@ -6,6 +6,7 @@ one plain line whenever the stage counts change, and the summary renders as stat
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from types import TracebackType
@@ -75,13 +76,17 @@ def stage_counts_line(rows: list[ProgressRow], clock_label: str) -> str:
 
 
 class ProgressReporter:
-    """Live table on a terminal; one line per change of the stage counts otherwise."""
+    """Live table on a terminal; otherwise a line when the stage counts changed, at most one per
+    ``min_interval`` real seconds (the last state is always printed on exit)."""
 
-    def __init__(self, console: Console, *, live: bool | None = None) -> None:
+    def __init__(self, console: Console, *, live: bool | None = None, min_interval: float = 1.0) -> None:
         self._console = console
         self._want_live = console.is_terminal if live is None else live
         self._live: Live | None = None
+        self._min_interval = min_interval
         self._last_line = ""
+        self._last_printed_at = float("-inf")
+        self._pending: str | None = None
 
     def __enter__(self) -> ProgressReporter:
         if self._want_live:
@@ -94,15 +99,27 @@ class ProgressReporter:
             self._live.update(progress_table(rows, clock_label))
             return
         line = stage_counts_line(rows, "")
-        if line != self._last_line:
+        if line == self._last_line:
+            self._pending = None  # back to what was printed last: nothing new to show
+            return
+        self._pending = stage_counts_line(rows, clock_label)
+        if time.monotonic() - self._last_printed_at >= self._min_interval:
             self._last_line = line
-            self._console.print(stage_counts_line(rows, clock_label), markup=False, highlight=False, soft_wrap=True)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            self._console.print(self._pending, markup=False, highlight=False, soft_wrap=True)
+            self._pending = None
+            self._last_printed_at = time.monotonic()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._live is not None:
             self._live.__exit__(exc_type, exc, tb)
+        else:
+            self._flush()
 
 
 def _outcomes_table(summary: dict[str, Any]) -> Table:

@@ -86,9 +86,19 @@ def test_without_a_terminal_progress_prints_one_line_per_change() -> None:
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, force_terminal=False)
     rows = [ProgressRow("cvm-a", "compliant_cvm", "released", stage="waiting_for_rbac")]
-    with ProgressReporter(console) as reporter:
+    with ProgressReporter(console, min_interval=0.0) as reporter:
         reporter.update(rows, "t+10s")
         reporter.update(rows, "t+20s")  # same counts: no new line
         reporter.update([ProgressRow("cvm-a", "compliant_cvm", "released", outcome="released")], "t+30s")
     lines = buffer.getvalue().splitlines()
     assert lines == ["[t+10s] waiting_for_rbac 1", "[t+30s] released 1"]
+
+
+def test_plain_progress_is_rate_limited_but_always_ends_with_the_last_state() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=False)
+    with ProgressReporter(console, min_interval=3600.0) as reporter:
+        reporter.update([ProgressRow("a", "k", "released", stage="ensuring_key")], "t+1s")
+        reporter.update([ProgressRow("a", "k", "released", stage="releasing")], "t+2s")  # too soon: held back
+        reporter.update([ProgressRow("a", "k", "released", outcome="released")], "t+3s")
+    assert buffer.getvalue().splitlines() == ["[t+1s] ensuring_key 1", "[t+3s] released 1"]
