@@ -24,12 +24,14 @@ bp = df.Blueprint()
 log = logging.getLogger("skr.triggers.events")
 
 
-def event_payload(event: func.EventGridEvent) -> dict[str, Any]:
-    """The event as the JSON Event Grid sent (``get_json`` is the data object)."""
+def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
+    """The event as JSON, whichever schema the subscription delivers (``get_json`` is the data)."""
     try:
         data = event.get_json()
     except ValueError:
         data = None
+    if isinstance(event, func.CloudEvent):
+        return {"id": event.id, "source": event.source, "subject": event.subject, "type": event.type, "data": data}
     return {
         "id": event.id,
         "topic": event.topic,
@@ -69,5 +71,7 @@ async def handle_event(payload: dict[str, Any], instances: Instances) -> EventDe
 
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
-async def on_resource_event(event: func.EventGridEvent, client: df.DurableOrchestrationClient) -> None:
+async def on_resource_event(
+    event: func.EventGridEvent | func.CloudEvent, client: df.DurableOrchestrationClient
+) -> None:
     await handle_event(event_payload(event), Instances(client))

@@ -156,3 +156,16 @@ def test_irrelevant_and_malformed_events_start_nothing_and_never_fail_the_trigge
     assert stack.host.instances(prefix="onboard-x-") == []
     warnings = [e for e in stack.host.logs(level="WARNING") if "malformed event" in str(e)]
     assert len(warnings) >= 4
+
+
+def test_cloudevents_delivery_is_understood_too(stack: Stack) -> None:
+    url = stack.twin.events.config.url
+    stack.twin.events.configure(schema="cloudevents")
+    try:
+        vm, result = onboard(stack, "cvm-cloudevents")
+        assert result["outcome"] == "released", result["detail"]
+        stack.twin.delete_vm(vm.resource_id)
+        off = stack.wait_for_offboarding(vm)
+        assert off.output["removed_assignments"] == [result["assignment"]["assignment_id"]]
+    finally:
+        stack.twin.events.configure(schema="eventgrid", url=url)
