@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -64,6 +65,7 @@ class FleetResult:
     throttle_limits: dict[str, tuple[float, float]]
     propagation: dict[str, Any]
     errors: list[str] = field(default_factory=list)
+    retry: dict[str, Any] | None = None  # the bulk retry after the run, when one was asked for
 
     @property
     def failures(self) -> int:
@@ -107,6 +109,28 @@ def _progress(run: FleetRun, label: str) -> Any:
     return tick
 
 
+def _bulk_retry(run: FleetRun, failure_code: str, tick: Any, wall_timeout: float) -> dict[str, Any]:
+    """What an operator does after a burst: retry every onboarding that failed with this code."""
+    clock = run.stack.clock
+    started = clock.time()
+    response = run.stack.api("POST", "/api/onboardings/retry-failed", {"failure_code": failure_code, "limit": 1000})
+    if response.status != 202:
+        raise RuntimeError(f"retry-failed answered {response.status}: {response.text[:300]}")
+    retried: list[str] = response.json()["retried"]
+    run.expect(retried)
+    ended = run.wait(tick, wall_timeout=wall_timeout, virtual_limit=VIRTUAL_LIMIT_SECONDS)
+    views = {view["id"]: view for view in run.api_views().values()}
+    outcomes = Counter(outcome_label(views[iid].get("result"), views[iid].get("runtime_status")) for iid in retried)
+    return {
+        "failure_code": failure_code,
+        "retried": len(retried),
+        "outcomes": dict(sorted(outcomes.items())),
+        "completed": outcomes.get("released", 0),
+        "makespan_s": round(clock.time() - started, 1),
+        "ended": ended,
+    }
+
+
 def run_compliant_fleet(
     vms: int,
     seed: int,
@@ -116,9 +140,15 @@ def run_compliant_fleet(
     burst_seconds: float = 60.0,
     throttle: dict[str, tuple[float, float]] | None = None,
     settings: dict[str, str] | None = None,
+    retry_failure_code: str | None = None,
     wall_timeout: float = 3600.0,
 ) -> FleetResult:
-    """Onboard ``vms`` compliant CVMs (each its own key) created within ``burst_seconds``."""
+    """Onboard ``vms`` compliant CVMs (each its own key) created within ``burst_seconds``.
+
+    With ``retry_failure_code``, onboardings that failed with that code are then bulk-retried
+    through ``POST /api/onboardings/retry-failed`` and followed to their end (``FleetResult.retry``);
+    everything else describes the first pass.
+    """
     fleet = build_fleet(vms, seed, burst_seconds=burst_seconds, max_duplicates=0, mixed=False)
     config = TwinConfig(seed=seed, propagation=propagation)
     wall_start = time.monotonic()
@@ -161,6 +191,12 @@ def run_compliant_fleet(
                     detail=result.get("detail"),
                 )
             )
+        counters = twin.counters.rows()
+        admitted = observer.for_principal(observer.admitted, app)
+        throttled = observer.for_principal(observer.throttled, app)
+        retry = None
+        if retry_failure_code and any(vm.outcome == f"failed/{retry_failure_code}" for vm in records):
+            retry = _bulk_retry(run, retry_failure_code, _progress(run, f"{label} retry"), wall_timeout)
         return FleetResult(
             vms=records,
             ended=ended,
@@ -169,9 +205,10 @@ def run_compliant_fleet(
             run_command_duration_s=twin.config.run_command_duration_seconds,
             app_principal=app,
             vm_principals=vm_principals,
-            counters=twin.counters.rows(),
-            admitted=observer.for_principal(observer.admitted, app),
-            throttled=observer.for_principal(observer.throttled, app),
+            counters=counters,
+            admitted=admitted,
+            throttled=throttled,
+            retry=retry,
             throttle_limits=dict(twin.throttle.limits),
             propagation=config.propagation_model.describe(),
             errors=list(run.errors),

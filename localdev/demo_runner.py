@@ -119,6 +119,10 @@ class FleetRun:
             )
         return rows
 
+    def expect(self, instance_ids: list[str]) -> None:
+        """Watch these instances again (they were restarted, e.g. by a retry)."""
+        self._pending |= set(instance_ids)
+
     def finished(self) -> bool:
         """Every VM's onboarding exists and has ended (only the unfinished ones are looked up)."""
         if self._pending:

@@ -131,3 +131,26 @@ def test_the_runner_prints_each_benchmarks_json_and_a_final_summary() -> None:
     assert lines[-1]["commands"] == {"arm_calls": "python -m bench.arm_calls --vms 8"}
     assert lines[-1]["failed"] == []
     assert "$ python -m bench.arm_calls --vms 8" in done.stderr
+
+
+def test_a_small_burst_is_throttled_and_its_throttled_failures_are_retried_in_bulk() -> None:
+    from bench.fleet import run_compliant_fleet
+
+    scale = 0.006  # six VMs against buckets scaled like 1,000 against Azure's: same contention
+    result = run_compliant_fleet(6, 3, label="test-burst", propagation="fixed:30",
+                                 throttle=burst.scaled_buckets(scale), settings=burst.SETTINGS,
+                                 retry_failure_code="throttled", wall_timeout=240)
+    out = burst.figures(result, scale=scale, window_s=60.0)
+    assert result.ended == "finished"
+    assert out["throttled_429"] > 0 and out["throttled_by_bucket"]
+    assert out["completed"] + out["failed"] == 6
+    assert sum(out["outcomes"].values()) == 6
+    assert out["writes_needed"] >= 6  # one role assignment per VM at least
+    assert out["makespan_s"] > 0 and out["makespan_ratio_to_bound"] > 0
+    throttled = out["outcomes"].get("failed/throttled", 0)
+    retry = out["retry_after_burst"]
+    if throttled:
+        assert retry["retried"] == throttled and retry["ended"] == "finished"
+        assert sum(retry["outcomes"].values()) == throttled
+    else:
+        assert retry is None
