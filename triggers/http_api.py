@@ -74,9 +74,9 @@ def base_url(req: func.HttpRequest) -> str:
 def json_body(req: func.HttpRequest, *, optional: bool = False) -> tuple[Any, func.HttpResponse | None]:
     raw = req.get_body() or b""
     if not raw.strip():
-        return ({} if optional else None), None if optional else problem(
-            400, "invalid_request", "a JSON body is required"
-        )
+        if optional:
+            return {}, None
+        return None, problem(400, "invalid_request", "a JSON body is required")
     try:
         return json.loads(raw), None
     except (ValueError, UnicodeDecodeError):
