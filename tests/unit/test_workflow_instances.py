@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-from skr.models import FailureCode, Outcome, SkipReason, Stage, TriggerSource
+import json
+
+from skr.models import FailureCode, OnboardingRequest, Outcome, SkipReason, Stage, TriggerSource
+from skr.workflow.inputs import OffboardInput, OnboardInput
 from skr.workflow.instances import InstanceSnapshot, StartAction, VmIdentity, decide_onboarding, offboarding_request
-from tests.unit.workflow_factories import facts, key, result, snapshot, vm_id
+from skr.workflow.options import OnboardingOptions
+from tests.unit.workflow_factories import facts, guard, key, result, snapshot, vm_id
 
 
 def test_no_instance_starts() -> None:
@@ -94,3 +98,19 @@ def test_offboarding_request_disables_only_a_per_vm_key_when_asked() -> None:
     assert not offboarding_request(shared, disable_key=True, source=TriggerSource.EVENT).disable_key
     skipped = result(f, Outcome.SKIPPED, skip=SkipReason.NOT_CONFIDENTIAL_VM, with_assignment=False)
     assert offboarding_request(skipped, disable_key=False, source=TriggerSource.HTTP).assignment_ids == []
+
+
+def test_orchestration_inputs_round_trip_as_small_json() -> None:
+    old = facts(n=1)
+    supersedes = decide_onboarding(
+        snapshot(old.vm_id, output=result(old)), VmIdentity.of_facts(facts(n=2)), explicit=False
+    )
+    onboard = OnboardInput(
+        request=OnboardingRequest(vm_id=old.vm_id, key_name="k"),
+        options=OnboardingOptions(scope=guard()),
+        supersedes=supersedes.supersedes,
+    )
+    text = json.dumps(onboard.to_json())
+    assert OnboardInput.from_json(json.loads(text)) == onboard and len(text) < 4096
+    offboard = OffboardInput(request=offboarding_request(result(old), disable_key=True, source=TriggerSource.EVENT))
+    assert OffboardInput.from_json(json.loads(json.dumps(offboard.to_json()))) == offboard
