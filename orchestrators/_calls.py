@@ -70,6 +70,7 @@ def call(
 ) -> Step[Called[Any]]:
     """Run activity ``name`` until it succeeds, fails terminally, or its retries run out."""
     attempt = 0
+    throttled_since: datetime | None = None
     while True:
         attempt += 1
         started = context.current_utc_datetime
@@ -81,7 +82,11 @@ def call(
         if result.ok or result.error is None:
             return Called(result=result, attempts=attempt, last_started=started)
         now = context.current_utc_datetime
-        wait = next_retry(result.error, attempt, options=options, now=now, deadline=deadline)
+        if result.error.code is FailureCode.THROTTLED and throttled_since is None:
+            throttled_since = now
+        wait = next_retry(
+            result.error, attempt, options=options, now=now, deadline=deadline, throttled_since=throttled_since
+        )
         if wait is None:
             return Called(result=result, attempts=attempt, last_started=started)
         if log is not None and not context.is_replaying:

@@ -30,6 +30,7 @@ class OnboardingOptions(Frozen):
     vm_ready_timeout_seconds: float = Field(default=600.0, ge=0, le=86_400)
     max_command_failures: int = Field(default=3, ge=1, le=50)
     max_transient_attempts: int = Field(default=6, ge=1, le=100)
+    throttle_budget_seconds: float = Field(default=1800.0, gt=0, le=86_400)
     release_retry: Backoff = Backoff(initial_seconds=1.0, cap_seconds=4.0)
     command_watch: Backoff = Backoff(initial_seconds=2.0, cap_seconds=10.0)  # while the in-VM window runs
     command_poll: Backoff = Backoff(initial_seconds=2.0, cap_seconds=5.0)  # once it is over
@@ -58,4 +59,5 @@ class OnboardingOptions(Frozen):
 
 class OffboardingOptions(Frozen):
     max_transient_attempts: int = Field(default=6, ge=1, le=100)
+    throttle_budget_seconds: float = Field(default=1800.0, gt=0, le=86_400)
     transient_retry: Backoff = Backoff(initial_seconds=2.0, cap_seconds=60.0)

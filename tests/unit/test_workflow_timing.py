@@ -88,10 +88,24 @@ def test_next_retry_principal_not_found_runs_until_the_deadline() -> None:
     assert next_retry(error, 2, options=options, now=T0, deadline=None) is None
 
 
-def test_next_retry_throttling_uses_transient_policy_and_retry_after() -> None:
-    options = OffboardingOptions(max_transient_attempts=3)
+def test_next_retry_throttling_honours_retry_after_within_a_time_budget() -> None:
+    options = OffboardingOptions(max_transient_attempts=3, throttle_budget_seconds=600)
     error = _error(FailureCode.THROTTLED, after=25)
     assert next_retry(error, 1, options=options, now=T0, deadline=None) == 25
+    # Far beyond max_transient_attempts: a burst's 429s are waited out (capped backoff, Retry-After as
+    # its floor), not counted.
+    cap = options.transient_retry.cap_seconds
+    assert next_retry(error, 30, options=options, now=later(T0, 500), deadline=None, throttled_since=T0) == cap
+    # ... until the budget, counted from the first 429, would be overrun.
+    assert next_retry(error, 31, options=options, now=later(T0, 550), deadline=None, throttled_since=T0) is None
+    # A step deadline that comes sooner still wins.
+    assert next_retry(error, 2, options=options, now=T0, deadline=later(T0, 20), throttled_since=T0) is None
+
+
+def test_next_retry_other_transient_errors_stay_bounded_by_count() -> None:
+    options = OffboardingOptions(max_transient_attempts=3)
+    error = _error(FailureCode.TRANSIENT)
+    assert next_retry(error, 2, options=options, now=T0, deadline=None) == options.transient_retry.delay(2)
     assert next_retry(error, 3, options=options, now=T0, deadline=None) is None
 
 
