@@ -133,7 +133,7 @@ def test_the_runner_prints_each_benchmarks_json_and_a_final_summary() -> None:
     assert "$ python -m bench.arm_calls --vms 8" in done.stderr
 
 
-def test_a_small_burst_is_throttled_and_its_throttled_failures_are_retried_in_bulk() -> None:
+def test_a_small_burst_is_throttled_and_any_throttled_failure_is_retried_in_bulk() -> None:
     from bench.fleet import run_compliant_fleet
 
     scale = 0.006  # six VMs against buckets scaled like 1,000 against Azure's: same contention
