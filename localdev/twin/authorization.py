@@ -128,7 +128,7 @@ class AuthorizationApi:
         assignment = RoleAssignment(
             name=name.lower(), scope=scope, role_definition_id=role_definition_id, role_guid=definition.guid,
             principal_id=principal_id, principal_type=principal_type or actual_type, created_at=now,
-            effective_at=now + twin.rbac.draw_delay(), created_by=caller.object_id,
+            effective_at=now + twin.rbac.draw_delay(name), created_by=caller.object_id,
             description=props.get("description"), condition=props.get("condition"),
             condition_version=props.get("conditionVersion"),
             delegated_managed_identity_resource_id=props.get("delegatedManagedIdentityResourceId"))

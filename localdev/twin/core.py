@@ -125,6 +125,9 @@ class Twin:
         self.config = config or TwinConfig()
         self.clock: Clock = clock or RealClock()
         self.rng = random.Random(self.config.seed)
+        # Object ids from their own seeded stream: the same seed names the same principals (and so
+        # the same deterministic assignment names) without shifting the delay draws of ``rng``.
+        self._object_ids = random.Random(f"twin-object-ids-{self.config.seed}")
         self.lock = threading.RLock()
         self.tls = TlsMaterial.generate()
         self.urls = TwinUrls()
@@ -247,7 +250,10 @@ class Twin:
         created = self.clock.time()
         if replicated:
             created -= self.config.principal_replication_seconds
-        principal = Principal(object_id=(object_id or str(uuid.uuid4())).lower(), display_name=display_name,
+        if object_id is None:
+            with self.lock:
+                object_id = str(uuid.UUID(int=self._object_ids.getrandbits(128), version=4))
+        principal = Principal(object_id=object_id.lower(), display_name=display_name,
                               principal_type=principal_type, created_at=created,
                               vm_resource_id=vm_resource_id)
         with self.lock:

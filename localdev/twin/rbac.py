@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import random
 import re
 import threading
 import uuid
@@ -20,8 +21,6 @@ from localdev.twin import roles
 from localdev.twin.resource_ids import normalize_scope, scope_covers
 
 if TYPE_CHECKING:
-    import random
-
     from localdev.twin.core import Twin
 
 # (quantile, seconds): median 30 s, p95 3 min, max 10 min (Azure documents "up to 10 minutes").
@@ -267,7 +266,11 @@ class Rbac:
             return next((d for d in self.definitions.values() if d.role_name.lower() == role.lower()), None)
 
     # ----------------------------------------------------------------------- assignments
-    def draw_delay(self) -> float:
+    def draw_delay(self, key: str | None = None) -> float:
+        """A propagation delay. Keyed draws (by assignment name) repeat for the same seed whatever
+        order concurrent onboardings create their assignments in."""
+        if key is not None:
+            return max(0.0, self.model.draw(random.Random(f"{self._twin.config.seed}:{key.lower()}")))
         with self.lock:
             return max(0.0, self.model.draw(self._twin.rng))
 

@@ -11,7 +11,7 @@ from azure.core.exceptions import HttpResponseError
 
 from localdev.clock import VirtualClock
 from localdev.twin import roles
-from localdev.twin.core import Twin
+from localdev.twin.core import Twin, TwinConfig
 from localdev.twin.rbac import PropagationModel
 from localdev.twin.testing import authorization_client, key_client
 
@@ -115,3 +115,18 @@ def test_wildcards_not_actions_and_data_actions(twin: Twin) -> None:
                      data_action=True)  # segment-aware scope prefix
     with pytest.raises(ValueError):
         twin.grant(q, "No Such Role", key)
+
+
+def test_same_seed_names_the_same_principals_and_draws_the_same_delay_per_assignment() -> None:
+    """Concurrent onboardings create assignments in any order; each one's delay must not depend on it."""
+    first, second = Twin(), Twin()
+    assert [first.add_principal(f"p{i}").object_id for i in range(3)] == [
+        second.add_principal(f"p{i}").object_id for i in range(3)
+    ]
+    names = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"assignment-{i}")) for i in range(5)]
+    in_order = [first.rbac.draw_delay(name) for name in names]
+    reversed_order = [second.rbac.draw_delay(name) for name in reversed(names)][::-1]
+    assert in_order == reversed_order
+    assert len(set(in_order)) == len(in_order)
+    other_seed = Twin(TwinConfig(seed=99))
+    assert [other_seed.rbac.draw_delay(name) for name in names] != in_order
